@@ -1,0 +1,1 @@
+"""mixerzoo.audio: models, data and the Lightning task of this domain (in progress)."""

@@ -1,0 +1,1 @@
+"""mixerzoo.rl: models, data and the Lightning task of this domain (in progress)."""

@@ -1,0 +1,1 @@
+"""mixerzoo.vision: models, data and the Lightning task of this domain (in progress)."""
