@@ -1,0 +1,209 @@
+"""The forecasting LightningModule and its prediction writer.
+
+``ForecastTask`` owns the loss (MSE on scaled values), the metrics (MSE and MAE averaged over all
+windows, steps and variables of a split, exactly as Time-Series-Library computes them over its
+concatenated predictions; also in original units), the optimiser and scheduler (from the config)
+and ``predict``. Models stay plain ``nn.Module``s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+
+__all__ = ["ForecastTask", "ForecastWriter"]
+
+
+def _metrics(prefix: str) -> MetricCollection:
+    return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}, prefix=prefix)
+
+
+class ForecastTask(pl.LightningModule):
+    """Train, evaluate and predict with any forecasting model of the common batch interface.
+
+    Args:
+        model: a forecaster ``forward(x, x_mark, x_dec, x_mark_dec) -> [B, H, C]``.
+        optimizer: optimiser factory (default Adam, lr 1e-3; configs set the paper's values).
+        lr_scheduler: optional scheduler factory, stepped once per epoch.
+        score_target_only: score only the last (target) column; ``None`` follows the data module
+            (True for features ``S``/``MS``).
+
+    Logged metrics: ``train_loss``; ``val_loss`` (= ``val_mse``), ``val_mae``; ``test_mse``,
+    ``test_mae`` on scaled values and ``test_mse_orig``, ``test_mae_orig`` in original units.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        score_target_only: bool | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.score_target_only = score_target_only
+        self.val_metrics = _metrics("val_")
+        self.test_metrics = _metrics("test_")
+        self.test_metrics_orig = _metrics("test_")
+
+    # --- data-module coupling -------------------------------------------------------------
+    @property
+    def _datamodule(self):
+        trainer = self._trainer
+        return getattr(trainer, "datamodule", None) if trainer is not None else None
+
+    def setup(self, stage: str) -> None:
+        dm = self._datamodule
+        if dm is None:
+            return
+        for name in ("seq_len", "pred_len"):
+            want, got = getattr(dm, name, None), getattr(self.model, name, None)
+            if want is not None and got is not None and want != got:
+                raise ValueError(
+                    f"model {name}={got} but data {name}={want}; set the same value in both the "
+                    f"model and the data sections of the config"
+                )
+        if self.score_target_only is None:
+            self.score_target_only = bool(getattr(dm, "target_only_output", False))
+
+    # --- core -----------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x, y = batch["x"], batch["y"]
+        label_len = y.shape[1] - self._pred_len()
+        # Decoder input: the known start token followed by zeros (Informer/Autoformer convention).
+        x_dec = torch.cat([y[:, :label_len], torch.zeros_like(y[:, label_len:])], dim=1)
+        return self.model(x, batch.get("x_mark"), x_dec, batch.get("y_mark"))
+
+    def _pred_len(self) -> int:
+        pred_len = getattr(self.model, "pred_len", None)
+        if pred_len is None:
+            dm = self._datamodule
+            pred_len = getattr(dm, "pred_len", None) if dm is not None else None
+        if pred_len is None:
+            raise ValueError("cannot tell the horizon: give the model a pred_len attribute")
+        return int(pred_len)
+
+    def _scored(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = self(batch)
+        true = batch["y"][:, -pred.shape[1] :]
+        if pred.shape != true.shape:
+            raise ValueError(
+                f"model output {tuple(pred.shape)} does not match the target {tuple(true.shape)}; "
+                f"check pred_len and the number of variables"
+            )
+        if self.score_target_only:
+            pred, true = pred[..., -1:], true[..., -1:]
+        return pred, true
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred, true = self._scored(batch)
+        loss = nn.functional.mse_loss(pred, true)
+        self.log("train_loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred, true = self._scored(batch)
+        self.val_metrics.update(pred.flatten(), true.flatten())
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log("val_loss", values["val_mse"], prog_bar=True, sync_dist=False)
+        self.log_dict(values, sync_dist=False)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred, true = self._scored(batch)
+        self.test_metrics.update(pred.flatten(), true.flatten())
+        dm = self._datamodule
+        if dm is not None and hasattr(dm, "inverse_transform"):
+            self.test_metrics_orig.update(
+                dm.inverse_transform(pred).flatten(), dm.inverse_transform(true).flatten()
+            )
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+        if self.test_metrics_orig["mse"].total > 0:
+            orig = self.test_metrics_orig.compute()
+            self.log_dict({f"{k}_orig": v for k, v in orig.items()})
+        self.test_metrics_orig.reset()
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Forecasts ``[B, H, C]`` in scaled (``pred``) and original units (``pred_orig``), with the
+        truth (``true``, ``true_orig``) and the lookback (``x_orig``) when the batch has them."""
+        pred = self(batch)
+        out = {"pred": pred, "true": batch["y"][:, -pred.shape[1] :], "x": batch["x"]}
+        dm = self._datamodule
+        if dm is not None and hasattr(dm, "inverse_transform"):
+            out.update({f"{k}_orig": dm.inverse_transform(v) for k, v in list(out.items())})
+        return out
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class ForecastWriter(BasePredictionWriter):
+    """Writes ``predict`` results: ``predictions.npz`` (all arrays, scaled and original units) and
+    ``forecast.png`` (lookback, truth and forecast of a few windows and variables).
+
+    Args:
+        output_dir: folder for the files (default: the trainer's log dir).
+        n_plots: windows to plot.
+    """
+
+    def __init__(self, output_dir: str | None = None, n_plots: int = 3):
+        super().__init__(write_interval="epoch")
+        self.output_dir, self.n_plots = output_dir, n_plots
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        if not predictions:
+            return
+        out_dir = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            key: torch.cat([p[key] for p in predictions]).float().cpu().numpy() for key in predictions[0]
+        }
+        np.savez_compressed(out_dir / "predictions.npz", **arrays)
+        plot_forecasts(arrays, out_dir / "forecast.png", self.n_plots)
+        print(f"predictions written to {out_dir / 'predictions.npz'} and {out_dir / 'forecast.png'}")
+
+
+def plot_forecasts(arrays: dict[str, np.ndarray], path: Path, n_plots: int = 3) -> None:
+    """Plot lookback + truth vs forecast for ``n_plots`` windows spread over the split (last
+    variable, the target), in original units when available."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suffix = "_orig" if "pred_orig" in arrays else ""
+    x, true, pred = arrays[f"x{suffix}"], arrays[f"true{suffix}"], arrays[f"pred{suffix}"]
+    n = len(pred)
+    picks = np.linspace(0, n - 1, num=min(n_plots, n)).astype(int)
+    fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.6 * len(picks)), squeeze=False)
+    L, H = x.shape[1], pred.shape[1]
+    for ax, i in zip(axes[:, 0], picks):
+        ax.plot(np.arange(L), x[i, :, -1], color="0.5", label="lookback")
+        ax.plot(np.arange(L, L + H), true[i, :, -1], color="C0", label="truth")
+        ax.plot(np.arange(L, L + H), pred[i, :, -1], color="C3", label="forecast")
+        ax.axvline(L - 0.5, color="0.8", linestyle="--")
+        ax.set_title(f"window {i} (target variable)")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
