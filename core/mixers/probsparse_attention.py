@@ -1,0 +1,237 @@
+"""ProbSparse self-attention (Informer) as a mixer.
+
+Follows "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting"
+(Zhou et al., AAAI 2021, arXiv 2012.07436) and the ``ProbAttention`` / ``AttentionLayer`` of the
+official code (zhouhaoyi/Informer2020). Per head:
+
+1. sample ``U_part = factor * ceil(ln L_K)`` key positions per query (uniformly, with replacement,
+   the same positions for every batch element and head, as the official code does);
+2. score each query by the sparsity measurement ``M(q) = max_j(q k_j) - sum_j(q k_j) / L_K``
+   over its sampled keys (note the division by ``L_K``, not by the number of samples);
+3. the top ``u = factor * ceil(ln L_Q)`` queries ("active") get full scaled-dot-product attention
+   over all keys (scale ``1 / sqrt(d_head)``);
+4. the other ("lazy") queries output ``mean(V)``, or, in the masked (decoder) variant,
+   ``cumsum(V)`` -- the running *sum*, not mean, exactly as the official code -- and the active
+   queries are causally masked (the official ``ProbMask``).
+
+Deviations from the official code, all invisible at the defaults:
+
+- ``U_part`` is at least 1 (the official code crashes when ``L_K == 1`` with cross-attention).
+- ``dropout`` is applied to the active queries' attention weights; the official ``ProbAttention``
+  builds a dropout layer but never applies it (``dropout=0.0`` here reproduces it exactly).
+
+Streaming: the masked variant never attends to future keys, but *which* queries are active is
+decided from sequence-level statistics (including future keys through the sampled scores), so a
+prefix's output changes when the sequence grows. It is therefore not a streaming mixer:
+``causal`` is always False and the variant is selected with ``masked=True``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.registry import register_mixer
+from mixerzoo.core.validation import check_tensor
+
+__all__ = ["ProbSparseAttention", "prob_sparse_attention", "probsparse_counts"]
+
+
+def probsparse_counts(factor: int, length_q: int, length_k: int) -> tuple[int, int]:
+    """Number of sampled keys per query and of active queries: ``(U_part, u)``.
+
+    ``U_part = min(factor * ceil(ln L_K), L_K)`` (at least 1) and
+    ``u = min(factor * ceil(ln L_Q), L_Q)``, as in the official ``ProbAttention.forward``.
+    """
+    u_part = factor * math.ceil(math.log(length_k))
+    u = factor * math.ceil(math.log(length_q))
+    return max(1, min(u_part, length_k)), min(u, length_q)
+
+
+def prob_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    factor: int = 5,
+    masked: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ProbSparse attention on per-head tensors.
+
+    Args:
+        q: queries ``[B, H, L_Q, E]``.
+        k: keys ``[B, H, L_K, E]``.
+        v: values ``[B, H, L_K, D]``.
+        factor: sampling factor ``c`` of ``c * ln L``.
+        masked: causal masking of the active queries and ``cumsum(V)`` for the lazy ones
+            (needs ``L_Q == L_K``).
+        scale: score scale; default ``1 / sqrt(E)``.
+        dropout_p: dropout on the active queries' attention weights.
+        generator: random generator for the key sampling, on the device of ``k`` (default:
+            torch's global one, so ``torch.manual_seed`` makes it reproducible).
+
+    Returns:
+        ``(context [B, H, L_Q, D], index [B, H, u])`` where ``index`` lists the active queries.
+    """
+    where = "prob_sparse_attention"
+    check_tensor("q", q, ("B", "H", "L_Q", "E"), where=where)
+    b, h, l_q, e = q.shape
+    check_tensor("k", k, (b, h, "L_K", e), where=where)
+    l_k = k.shape[2]
+    check_tensor("v", v, (b, h, l_k, "D"), where=where)
+    d = v.shape[-1]
+    if l_q == 0 or l_k == 0:
+        raise ValueError(f"{where}: empty sequences are not supported (L_Q={l_q}, L_K={l_k})")
+    if masked and l_q != l_k:
+        raise ValueError(
+            f"{where}: masked=True needs as many queries as keys (self-attention), "
+            f"got L_Q={l_q} and L_K={l_k}"
+        )
+    if factor <= 0:
+        raise ValueError(f"{where}: factor must be a positive int, got {factor}")
+    u_part, u = probsparse_counts(factor, l_q, l_k)
+
+    # Which queries are active is a discrete choice: no gradient flows through it.
+    with torch.no_grad():
+        sample = torch.randint(l_k, (l_q, u_part), device=k.device, generator=generator)
+        k_sample = k[:, :, sample, :]  # [B, H, L_Q, U_part, E]
+        qk_sample = torch.einsum("bhqe,bhque->bhqu", q, k_sample)
+        sparsity = qk_sample.amax(dim=-1) - qk_sample.sum(dim=-1) / l_k
+        index = sparsity.topk(u, dim=-1, sorted=False).indices  # [B, H, u]
+
+    q_active = torch.gather(q, 2, index.unsqueeze(-1).expand(b, h, u, e))
+    scores = torch.matmul(q_active, k.transpose(-2, -1)) * (scale or 1.0 / math.sqrt(e))
+    if masked:
+        # The active query at position i sees keys 0..i (the official ProbMask).
+        future = torch.arange(l_k, device=k.device) > index.unsqueeze(-1)
+        scores = scores.masked_fill(future, float("-inf"))
+        context = v.cumsum(dim=2)
+    else:
+        context = v.mean(dim=2, keepdim=True).expand(b, h, l_q, d)
+    attn = torch.softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        attn = F.dropout(attn, p=dropout_p, training=True)
+    active = torch.matmul(attn, v).to(context.dtype)
+    context = context.scatter(2, index.unsqueeze(-1).expand(b, h, u, d), active)
+    return context, index
+
+
+@register_mixer("probsparse_attention")
+class ProbSparseAttention(Mixer):
+    """Informer's multi-head ProbSparse self-attention (see the module docstring).
+
+    Args:
+        d_model: model width ``D``.
+        n_heads: number of heads; ``D`` must be divisible by it.
+        factor: sampling factor ``c`` (Informer's default 5).
+        masked: the decoder variant (causally masked active queries, ``cumsum(V)`` for lazy
+            ones); not a streaming mixer, so ``causal`` stays False.
+        dropout: dropout on the attention weights of the active queries (training only).
+        mix: Informer's ``AttentionLayer(mix=True)`` output layout (used in its decoder
+            self-attention): the ``[B, H, L, d_head]`` context is read as ``[B, L, H * d_head]``.
+        bias: use biases in the projections.
+
+    Shapes:
+        ``forward(x [B, T, D]) -> (y [B, T, D], None)``;
+        ``attend(queries [B, L_Q, D], keys [B, L_K, D], values [B, L_K, D]) -> [B, L_Q, D]``.
+    """
+
+    causal = False
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int = 8,
+        factor: int = 5,
+        masked: bool = False,
+        dropout: float = 0.0,
+        mix: bool = False,
+        bias: bool = True,
+    ):
+        super().__init__(d_model)
+        if n_heads <= 0 or d_model % n_heads:
+            raise ValueError(
+                f"ProbSparseAttention: d_model ({d_model}) must be divisible by n_heads "
+                f"({n_heads}); choose n_heads among the divisors of d_model"
+            )
+        if not isinstance(factor, int) or factor <= 0:
+            raise ValueError(f"ProbSparseAttention: factor must be a positive int, got {factor!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"ProbSparseAttention: dropout must be in [0, 1), got {dropout}")
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.factor = factor
+        self.masked = masked
+        self.dropout = dropout
+        self.mix = mix
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
+
+    def attend(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """ProbSparse attention of ``queries`` over ``keys``/``values`` (cross-attention use).
+
+        Args:
+            queries: ``[B, L_Q, D]``.
+            keys: ``[B, L_K, D]``.
+            values: ``[B, L_K, D]``.
+            generator: random generator for the key sampling (default: torch's global one).
+
+        Returns:
+            ``[B, L_Q, D]``.
+        """
+        where = f"{type(self).__name__}.attend"
+        check_tensor("queries", queries, ("B", "L_Q", self.d_model), where=where)
+        b, l_q, _ = queries.shape
+        check_tensor("keys", keys, (b, "L_K", self.d_model), where=where)
+        check_tensor("values", values, (b, keys.shape[1], self.d_model), where=where)
+        q = self._heads(self.q_proj(queries))
+        k = self._heads(self.k_proj(keys))
+        v = self._heads(self.v_proj(values))
+        context, _ = prob_sparse_attention(
+            q,
+            k,
+            v,
+            factor=self.factor,
+            masked=self.masked,
+            dropout_p=self.dropout if self.training else 0.0,
+            generator=generator,
+        )
+        if self.mix:
+            # Informer's mix=True reads the head-major context buffer as [B, L, H * d_head].
+            out = context.contiguous().view(b, l_q, self.d_model)
+        else:
+            out = context.transpose(1, 2).reshape(b, l_q, self.d_model)
+        return self.out_proj(out)
+
+    def forward(self, x: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
+        self.check_input(x)
+        if state is not None:
+            raise ValueError(
+                "ProbSparseAttention attends to the whole sequence and takes no state; pass state=None"
+            )
+        return self.attend(x, x, x), None
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, n_heads={self.n_heads}, factor={self.factor}, "
+            f"masked={self.masked}, dropout={self.dropout}, mix={self.mix}"
+        )

@@ -1,0 +1,186 @@
+"""mLSTM op: recurrent == parallel == chunkwise (outputs, states, gradients), the unstabilised
+definition of the paper, stabiliser invariance, and stability with large input gates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mixerzoo.core.ops.mlstm as mlstm_ops
+from mixerzoo.core.ops.mlstm import chunk_mlstm, mlstm, naive_mlstm, parallel_mlstm
+from mixerzoo.core.testing import assert_close
+
+F64 = torch.float64
+
+# (B, H, T, dk, dv): T = 1, odd T, T not a multiple of the chunk, batch 1, non-power-of-two dims.
+SHAPES = [(1, 1, 1, 3, 5), (2, 3, 13, 5, 7), (1, 2, 37, 6, 3), (2, 2, 16, 4, 4)]
+CHUNKS = [1, 4, 16, 64]
+
+
+def _inputs(b, h, t, dk, dv, dtype=F64, with_state=True, gate_scale=2.0):
+    q = torch.randn(b, h, t, dk, dtype=dtype)
+    k = torch.randn(b, h, t, dk, dtype=dtype) / dk**0.5
+    v = torch.randn(b, h, t, dv, dtype=dtype)
+    log_i = gate_scale * torch.randn(b, h, t, dtype=dtype)
+    log_f = F.logsigmoid(gate_scale * torch.randn(b, h, t, dtype=dtype) + 1.0)
+    state = None
+    if with_state:
+        state = (
+            torch.randn(b, h, dk, dv, dtype=dtype),
+            torch.randn(b, h, dk, dtype=dtype),
+            torch.randn(b, h, dtype=dtype),
+        )
+    return q, k, v, log_i, log_f, state
+
+
+def _run_with_grads(fn, q, k, v, log_i, log_f, state, weights):
+    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v, log_i, log_f)]
+    state_leaves = (
+        None if state is None else tuple(x.detach().clone().requires_grad_() for x in state)
+    )
+    h, (c, n, m) = fn(*leaves, state_leaves)
+    loss = sum((x * w).sum() for x, w in zip((h, c, n, m), weights))
+    loss.backward()
+    grads = [x.grad for x in leaves] + ([] if state is None else [x.grad for x in state_leaves])
+    return [x.detach() for x in (h, c, n, m)], grads
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("with_state", [False, True])
+def test_recurrent_parallel_chunk_agree(shape, with_state):
+    b, h, t, dk, dv = shape
+    inputs = _inputs(*shape, with_state=with_state)
+    weights = [
+        torch.randn(b, h, t, dv, dtype=F64),
+        torch.randn(b, h, dk, dv, dtype=F64),
+        torch.randn(b, h, dk, dtype=F64),
+        torch.randn(b, h, dtype=F64),
+    ]
+    ref_out, ref_grads = _run_with_grads(naive_mlstm, *inputs, weights)
+    forms = {"parallel": parallel_mlstm}
+    for c in CHUNKS:
+        forms[f"chunk{c}"] = lambda *a, c=c: chunk_mlstm(*a, chunk_size=c)
+    names = ("q", "k", "v", "log_i", "log_f", "C0", "n0", "m0")
+    for name, fn in forms.items():
+        out, grads = _run_with_grads(fn, *inputs, weights)
+        for label, x, x_ref in zip(("h", "C", "n", "m"), out, ref_out):
+            assert_close(x, x_ref, msg=f"{name}: {label}")
+        for arg, g, g_ref in zip(names, grads, ref_grads):
+            assert_close(g, g_ref, msg=f"{name}: grad of {arg}")
+
+
+def test_matches_unstabilised_definition():
+    """The paper's plain mLSTM recurrence, without the stabiliser, in float64 with moderate
+    gates: C_t = f_t C + i_t k^T v, n_t = f_t n + i_t k, h_t = q C / max(|q . n|, 1)."""
+    q, k, v, log_i, log_f, _ = _inputs(2, 2, 17, 4, 3, with_state=False)
+    c_mem = torch.zeros(2, 2, 4, 3, dtype=F64)
+    n_mem = torch.zeros(2, 2, 4, dtype=F64)
+    expected = []
+    for t in range(17):
+        f, i = log_f[:, :, t].exp(), log_i[:, :, t].exp()
+        c_mem = f[..., None, None] * c_mem + i[..., None, None] * torch.einsum(
+            "bhk,bhv->bhkv", k[:, :, t], v[:, :, t]
+        )
+        n_mem = f[..., None] * n_mem + i[..., None] * k[:, :, t]
+        qn = (q[:, :, t] * n_mem).sum(-1).abs().clamp(min=1.0)
+        expected.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t], c_mem) / qn[..., None])
+    expected = torch.stack(expected, dim=2)
+    for backend in ("naive", "chunk"):
+        h, (c, n, m) = mlstm(q, k, v, log_i, log_f, eps=0.0, backend=backend, chunk_size=4)
+        assert_close(h, expected)
+        # The stored memory is the true one scaled by exp(-m).
+        assert_close(c * m.exp()[..., None, None], c_mem)
+        assert_close(n * m.exp()[..., None], n_mem)
+
+
+def test_outputs_do_not_depend_on_the_stabiliser():
+    """(C e^d, n e^d, m - d) is the same memory: with eps = 0 the outputs are unchanged."""
+    q, k, v, log_i, log_f, (c0, n0, m0) = _inputs(1, 2, 9, 3, 4)
+    shift = torch.tensor([[2.5, -4.0]], dtype=F64)
+    shifted = (c0 * shift.exp()[..., None, None], n0 * shift.exp()[..., None], m0 - shift)
+    for backend in ("naive", "chunk"):
+        h, _ = mlstm(q, k, v, log_i, log_f, (c0, n0, m0), eps=0.0, backend=backend, chunk_size=4)
+        h_shifted, _ = mlstm(q, k, v, log_i, log_f, shifted, eps=0.0, backend=backend, chunk_size=4)
+        assert_close(h_shifted, h)
+
+
+def test_large_input_gates_stay_finite_and_agree():
+    """Input-gate pre-activations beyond +-89: exp overflows float32 without the stabiliser."""
+    q, k, v, log_i, log_f, _ = _inputs(
+        1, 2, 40, 4, 4, dtype=torch.float32, with_state=False, gate_scale=60.0
+    )
+    assert log_i.abs().max() > 89  # exp(89) is inf in float32
+    h_ref, state_ref = naive_mlstm(q, k, v, log_i, log_f)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, log_i, log_f)]
+    h, state = chunk_mlstm(*leaves, chunk_size=16)
+    assert torch.isfinite(h).all() and all(torch.isfinite(x).all() for x in state)
+    assert_close(h, h_ref)
+    for x, x_ref in zip(state, state_ref):
+        assert_close(x, x_ref)
+    h.sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in leaves)
+
+
+def test_chunk_matches_naive_in_float32():
+    q, k, v, log_i, log_f, state = _inputs(2, 2, 45, 8, 6, dtype=torch.float32)
+    h_ref, s_ref = naive_mlstm(q, k, v, log_i, log_f, state)
+    h, s = chunk_mlstm(q, k, v, log_i, log_f, state, chunk_size=16)
+    assert_close(h, h_ref)
+    for x, x_ref in zip(s, s_ref):
+        assert_close(x, x_ref)
+
+
+def test_split_sequence_with_carried_state():
+    q, k, v, log_i, log_f, _ = _inputs(2, 2, 25, 4, 3, with_state=False)
+    whole, s_whole = mlstm(q, k, v, log_i, log_f, chunk_size=8)
+    cut = 9
+    first, s1 = mlstm(*(x[:, :, :cut] for x in (q, k, v, log_i, log_f)), chunk_size=8)
+    second, s2 = mlstm(*(x[:, :, cut:] for x in (q, k, v, log_i, log_f)), s1, chunk_size=8)
+    assert_close(torch.cat([first, second], dim=2), whole)
+    for x, x_ref in zip(s2, s_whole):
+        assert_close(x, x_ref)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [naive_mlstm, parallel_mlstm, lambda *a: chunk_mlstm(*a, chunk_size=2)],
+    ids=["naive", "parallel", "chunk"],
+)
+def test_gradcheck(fn):
+    q, k, v, log_i, log_f, (c0, n0, m0) = _inputs(1, 2, 5, 3, 2)
+    inputs = [x.requires_grad_() for x in (q, k, v, log_i, log_f, c0, n0, m0)]
+
+    def run(q, k, v, log_i, log_f, c0, n0, m0):
+        h, (c, n, m) = fn(q, k, v, log_i, log_f, (c0, n0, m0))
+        return h, c, n, m
+
+    assert torch.autograd.gradcheck(run, inputs)
+
+
+def test_backend_dispatch(monkeypatch):
+    q, k, v, log_i, log_f, _ = _inputs(1, 1, 3, 2, 2)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("naive called")
+
+    monkeypatch.setattr(mlstm_ops, "naive_mlstm", refuse)
+    mlstm(q, k, v, log_i, log_f, backend="chunk")
+    with pytest.raises(RuntimeError, match="naive called"):
+        mlstm(q, k, v, log_i, log_f, backend="naive")
+
+
+def test_clear_errors():
+    q, k, v, log_i, log_f, (c0, n0, m0) = _inputs(2, 3, 5, 4, 6)
+    with pytest.raises(ValueError, match=r"log_i must have shape"):
+        mlstm(q, k, v, log_i[..., None], log_f)
+    with pytest.raises(ValueError, match=r"log_f must have shape"):
+        mlstm(q, k, v, log_i, log_f[:, :2])
+    with pytest.raises(TypeError, match=r"floating-point"):
+        mlstm(q, k.long(), v, log_i, log_f)
+    with pytest.raises(TypeError, match=r"tuple \(C, n, m\)"):
+        mlstm(q, k, v, log_i, log_f, c0)
+    with pytest.raises(ValueError, match=r"initial_state\[1\] \(n\) must have shape"):
+        mlstm(q, k, v, log_i, log_f, (c0, n0[..., :3], m0))
+    with pytest.raises(ValueError, match=r"initial_state\[2\] \(m\) must have shape"):
+        mlstm(q, k, v, log_i, log_f, (c0, n0, m0[..., None]))
