@@ -33,7 +33,9 @@ def get_activation(name: str) -> nn.Module:
     try:
         return _ACTIVATIONS[name.lower()]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}") from None
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}"
+        ) from None
 
 
 def make_norm(kind: str, d_model: int, eps: float = 1e-5) -> nn.Module:
@@ -135,7 +137,9 @@ class Block(nn.Module):
         elif mixer_kwargs:
             raise ValueError("Block: mixer_kwargs is only used when mixer is given by name")
         if not isinstance(mixer, Mixer):
-            raise TypeError(f"Block: mixer must be a registered name or a Mixer, got {type(mixer).__name__}")
+            raise TypeError(
+                f"Block: mixer must be a registered name or a Mixer, got {type(mixer).__name__}"
+            )
         if mixer.d_model != d_model:
             raise ValueError(f"Block: mixer width {mixer.d_model} differs from d_model {d_model}")
         self.d_model = d_model

@@ -44,7 +44,10 @@ def known_models_hint() -> str:
                 cls = get_model_class(name)
                 entries.append(f"{name} ({cls.__module__}.{cls.__qualname__})")
             lines.append(f"  {domain}: " + ", ".join(entries))
-    return "Registered models (use the class path, or the class name, in class_path):\n" + "\n".join(lines)
+    return (
+        "Registered models (use the class path, or the class name, in class_path):\n"
+        + "\n".join(lines)
+    )
 
 
 class MixerzooCLI(LightningCLI):
@@ -73,7 +76,11 @@ class MixerzooCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer, datamodule = self.trainer, self.datamodule
-        if datamodule is None or not _overrides(datamodule, "test_dataloader") or trainer.interrupted:
+        if (
+            datamodule is None
+            or not _overrides(datamodule, "test_dataloader")
+            or trainer.interrupted
+        ):
             return
         callback = trainer.checkpoint_callback
         ckpt = "best" if callback is not None and getattr(callback, "best_model_path", "") else None

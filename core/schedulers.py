@@ -21,7 +21,9 @@ class HalvingLR(LRScheduler):
         last_epoch: index of the last epoch when resuming.
     """
 
-    def __init__(self, optimizer: Optimizer, gamma: float = 0.5, delay: int = 1, last_epoch: int = -1):
+    def __init__(
+        self, optimizer: Optimizer, gamma: float = 0.5, delay: int = 1, last_epoch: int = -1
+    ):
         if not 0 < gamma <= 1:
             raise ValueError(f"HalvingLR: gamma must be in (0, 1], got {gamma}")
         self.gamma, self.delay = gamma, delay

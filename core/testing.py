@@ -50,7 +50,9 @@ def assert_close(
     rtol = dtype_tol[0] if rtol is None else rtol
     atol = dtype_tol[1] if atol is None else atol
     if actual.shape != expected.shape:
-        raise AssertionError(f"{msg} shape mismatch: {tuple(actual.shape)} vs {tuple(expected.shape)}")
+        raise AssertionError(
+            f"{msg} shape mismatch: {tuple(actual.shape)} vs {tuple(expected.shape)}"
+        )
     common = torch.promote_types(actual.dtype, expected.dtype)
     torch.testing.assert_close(
         actual.to(common), expected.to(common), rtol=rtol, atol=atol, msg=lambda m: f"{msg}\n{m}"

@@ -38,7 +38,9 @@ def check_tensor(
     """
     spec = "[" + ", ".join(str(s) if s is not None else "*" for s in shape) + "]"
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{where}: {name} must be a torch.Tensor of shape {spec}, got {type(value).__name__}")
+        raise TypeError(
+            f"{where}: {name} must be a torch.Tensor of shape {spec}, got {type(value).__name__}"
+        )
     if not (value.is_floating_point() or (allow_complex and value.is_complex())):
         kinds = "floating-point or complex" if allow_complex else "floating-point"
         raise TypeError(

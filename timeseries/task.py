@@ -139,7 +139,9 @@ class ForecastTask(pl.LightningModule):
             self.log_dict({f"{k}_orig": v for k, v in orig.items()})
         self.test_metrics_orig.reset()
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predict_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
         """Forecasts ``[B, H, C]`` in scaled (``pred``) and original units (``pred_orig``), with the
         truth (``true``, ``true_orig``) and the lookback (``x_orig``) when the batch has them."""
         pred = self(batch)
@@ -154,7 +156,10 @@ class ForecastTask(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
 
 class ForecastWriter(BasePredictionWriter):
@@ -176,11 +181,14 @@ class ForecastWriter(BasePredictionWriter):
         out_dir = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         arrays = {
-            key: torch.cat([p[key] for p in predictions]).float().cpu().numpy() for key in predictions[0]
+            key: torch.cat([p[key] for p in predictions]).float().cpu().numpy()
+            for key in predictions[0]
         }
         np.savez_compressed(out_dir / "predictions.npz", **arrays)
         plot_forecasts(arrays, out_dir / "forecast.png", self.n_plots)
-        print(f"predictions written to {out_dir / 'predictions.npz'} and {out_dir / 'forecast.png'}")
+        print(
+            f"predictions written to {out_dir / 'predictions.npz'} and {out_dir / 'forecast.png'}"
+        )
 
 
 def plot_forecasts(arrays: dict[str, np.ndarray], path: Path, n_plots: int = 3) -> None:

@@ -64,10 +64,16 @@ class Attention(Mixer):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache | None]:
+    def forward(
+        self, x: torch.Tensor, state: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache | None]:
         self.check_input(x)
         b, t, _ = x.shape
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        q, k, v = (
+            self._heads(self.q_proj(x)),
+            self._heads(self.k_proj(x)),
+            self._heads(self.v_proj(x)),
+        )
         mask = None
         is_causal = False
         if state is not None:
@@ -84,7 +90,9 @@ class Attention(Mixer):
                 is_causal = True
             else:
                 # Query i (absolute position past + i) sees keys 0 .. past + i.
-                mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
+                mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(
+                    diagonal=past
+                )
         y = F.scaled_dot_product_attention(
             q,
             k,

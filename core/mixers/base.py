@@ -38,7 +38,9 @@ class Mixer(nn.Module):
     def __init__(self, d_model: int):
         super().__init__()
         if not isinstance(d_model, int) or d_model <= 0:
-            raise ValueError(f"{type(self).__name__}: d_model must be a positive int, got {d_model!r}")
+            raise ValueError(
+                f"{type(self).__name__}: d_model must be a positive int, got {d_model!r}"
+            )
         self.d_model = d_model
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
@@ -63,7 +65,9 @@ class Mixer(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Validate a sequence input ``x [B, T, d_model]`` with a clear error."""
-        return check_tensor("x", x, ("B", "T", self.d_model), where=f"{type(self).__name__}.forward")
+        return check_tensor(
+            "x", x, ("B", "T", self.d_model), where=f"{type(self).__name__}.forward"
+        )
 
     def check_step_input(self, x_t: torch.Tensor) -> torch.Tensor:
         """Validate a single-token input ``x_t [B, d_model]`` with a clear error."""

@@ -14,7 +14,9 @@ def test_there_are_configs():
     assert CONFIGS, "configs/ holds the ready-to-run configs"
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in CONFIGS])
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in CONFIGS]
+)
 def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data, capsys):
     # Configs name data relative to the repository root (../shared/data/...), as the README runs them.
     monkeypatch.chdir(REPO)

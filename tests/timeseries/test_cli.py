@@ -50,7 +50,11 @@ def test_fit_trains_then_tests_and_predict_writes_files(small_csv, tmp_path, cap
     assert "Test results (checkpoint" in out and "test_mse" in out and "test_mae_orig" in out
     version = tmp_path / "itransformer_etth1" / "version_0"
     best = version / "checkpoints" / "best.ckpt"
-    assert best.is_file() and (version / "metrics.csv").is_file() and (version / "config.yaml").is_file()
+    assert (
+        best.is_file()
+        and (version / "metrics.csv").is_file()
+        and (version / "config.yaml").is_file()
+    )
 
     main(["predict", *_small_args(small_csv, tmp_path), "--ckpt_path", str(best)])
     files = list(tmp_path.rglob("predictions.npz"))
@@ -59,7 +63,10 @@ def test_fit_trains_then_tests_and_predict_writes_files(small_csv, tmp_path, cap
     n_test = 600 - int(600 * 0.7) - (600 - int(600 * 0.7) - int(600 * 0.2))  # int(0.2 n) test rows
     assert arrays["pred"].shape == (n_test - 12 + 1, 12, 4)
     # Original units undo the training-split standardisation.
-    assert abs(arrays["true_orig"][..., -1].mean() - 20) < 2 and abs(arrays["true"][..., -1].mean()) < 2
+    assert (
+        abs(arrays["true_orig"][..., -1].mean() - 20) < 2
+        and abs(arrays["true"][..., -1].mean()) < 2
+    )
 
 
 def test_mismatched_horizon_between_model_and_data_is_a_clear_error(small_csv, tmp_path):

@@ -29,7 +29,9 @@ def test_output_shape_with_and_without_marks():
 
 def test_use_norm_makes_the_forecast_equivariant_to_affine_maps_of_each_variate():
     torch.manual_seed(0)
-    model = ITransformer(seq_len=24, pred_len=12, d_model=32, d_ff=64, n_heads=4, use_marks=False).eval()
+    model = ITransformer(
+        seq_len=24, pred_len=12, d_model=32, d_ff=64, n_heads=4, use_marks=False
+    ).eval()
     x = torch.randn(3, 24, 4, dtype=torch.float64)
     model.double()
     scale = torch.tensor([2.0, 0.5, 3.0, 1.0], dtype=torch.float64)
@@ -42,7 +44,9 @@ def test_use_norm_makes_the_forecast_equivariant_to_affine_maps_of_each_variate(
 
 
 def test_any_bidirectional_mixer_can_replace_attention():
-    model = ITransformer(seq_len=24, pred_len=6, d_model=16, d_ff=16, mixer="attention", mixer_kwargs={"n_heads": 2})
+    model = ITransformer(
+        seq_len=24, pred_len=6, d_model=16, d_ff=16, mixer="attention", mixer_kwargs={"n_heads": 2}
+    )
     assert model.blocks[0].mixer.n_heads == 2
     assert model(torch.randn(1, 24, 3)).shape == (1, 6, 3)
 

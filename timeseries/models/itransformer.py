@@ -66,14 +66,27 @@ class ITransformer(nn.Module):
         mixer_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__()
-        self.seq_len, self.pred_len, self.use_norm, self.use_marks = seq_len, pred_len, use_norm, use_marks
+        self.seq_len, self.pred_len, self.use_norm, self.use_marks = (
+            seq_len,
+            pred_len,
+            use_norm,
+            use_marks,
+        )
         kwargs = dict(mixer_kwargs or {})
         if mixer == "attention":
             kwargs = {"n_heads": n_heads, "dropout": dropout, **kwargs}
         self.embedding = nn.Linear(seq_len, d_model)
         self.embed_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(d_model, mixer, kwargs, d_ff=d_ff, activation=activation, dropout=dropout, prenorm=False)
+            Block(
+                d_model,
+                mixer,
+                kwargs,
+                d_ff=d_ff,
+                activation=activation,
+                dropout=dropout,
+                prenorm=False,
+            )
             for _ in range(e_layers)
         )
         self.norm = nn.LayerNorm(d_model)

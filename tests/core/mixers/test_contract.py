@@ -84,7 +84,9 @@ def test_causal_forward_equals_step(name, kwargs):
         for t in range(T):
             y_t, state = mixer.step(x[:, t], state)
             ys.append(y_t)
-    assert_close(torch.stack(ys, dim=1), y_full, rtol=1e-6, atol=1e-8, msg=f"{name}: step != forward")
+    assert_close(
+        torch.stack(ys, dim=1), y_full, rtol=1e-6, atol=1e-8, msg=f"{name}: step != forward"
+    )
 
 
 @pytest.mark.parametrize("name,kwargs", CASES, ids=IDS)
@@ -98,7 +100,9 @@ def test_causal_forward_with_carried_state(name, kwargs):
         cut = T // 2
         y1, state = mixer(x[:, :cut])
         y2, _ = mixer(x[:, cut:], state)
-    assert_close(torch.cat([y1, y2], dim=1), y_full, rtol=1e-6, atol=1e-8, msg=f"{name}: split != whole")
+    assert_close(
+        torch.cat([y1, y2], dim=1), y_full, rtol=1e-6, atol=1e-8, msg=f"{name}: split != whole"
+    )
 
 
 @pytest.mark.parametrize("name,kwargs", CASES, ids=IDS)
