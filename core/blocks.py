@@ -112,6 +112,7 @@ class Block(nn.Module):
         norm: ``"layernorm"``, ``"rmsnorm"`` or ``"none"``.
         prenorm: pre-norm (True) or post-norm (False).
         drop_path: stochastic-depth rate of both branches.
+        mixer_dropout: dropout on the mixer branch only (default: ``dropout``); S-Mamba uses 0.
 
     Shapes:
         ``forward(x [B, T, D], state=None) -> (y [B, T, D], state)``; ``step(x_t [B, D], state)``
@@ -130,6 +131,7 @@ class Block(nn.Module):
         prenorm: bool = True,
         drop_path: float = 0.0,
         norm_eps: float = 1e-5,
+        mixer_dropout: float | None = None,
     ):
         super().__init__()
         if isinstance(mixer, str):
@@ -150,6 +152,7 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, d_ff, activation, dropout) if d_ff > 0 else None
         self.norm2 = make_norm(norm, d_model, norm_eps) if self.mlp is not None else None
         self.dropout = nn.Dropout(dropout)
+        self.mixer_dropout = nn.Dropout(dropout if mixer_dropout is None else mixer_dropout)
         self.drop_path = DropPath(drop_path)
 
     @property
@@ -166,19 +169,19 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         if self.prenorm:
             y, state = self.mixer(self.norm1(x), state)
-            x = x + self.drop_path(self.dropout(y))
+            x = x + self.drop_path(self.mixer_dropout(y))
         else:
             y, state = self.mixer(x, state)
-            x = self.norm1(x + self.drop_path(self.dropout(y)))
+            x = self.norm1(x + self.drop_path(self.mixer_dropout(y)))
         return self._mlp(x), state
 
     def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         if self.prenorm:
             y, state = self.mixer.step(self.norm1(x_t), state)
-            x_t = x_t + self.dropout(y)
+            x_t = x_t + self.mixer_dropout(y)
         else:
             y, state = self.mixer.step(x_t, state)
-            x_t = self.norm1(x_t + self.dropout(y))
+            x_t = self.norm1(x_t + self.mixer_dropout(y))
         return self._mlp(x_t), state
 
     def init_state(

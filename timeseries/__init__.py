@@ -16,6 +16,7 @@ from mixerzoo.timeseries.data import (
     split_borders,
     time_features,
 )
+from mixerzoo.timeseries.forecaster import Forecaster
 from mixerzoo.timeseries.models import ITransformer
 from mixerzoo.timeseries.task import ForecastTask, ForecastWriter
 
@@ -32,4 +33,5 @@ __all__ = [
     "ITransformer",
     "ForecastTask",
     "ForecastWriter",
+    "Forecaster",
 ]

@@ -24,13 +24,24 @@ The protocol is Time-Series-Library's (``data_provider/data_loader.py``: ``Datas
 Finding data: an explicit ``root`` folder, else ``$MIXERZOO_DATA`` (``<it>/timeseries/<file>`` or
 ``<it>/<file>``), else the cache ``~/.cache/mixerzoo/timeseries``, else a download from the
 dataset's public URL (ETT only) into the cache. Offline, the error names every place it looked.
+
+Your own data: ``ForecastDataModule.from_frame(df, ...)`` takes a pandas frame instead of a file,
+either **wide** (a ``DatetimeIndex`` or a date column, one column per series) or **long**
+(``unique_id``, ``ds``, ``y`` rows, as neuralforecast and statsforecast use; pivoted to wide).
+``prepare_frame`` checks it: parseable, unique timestamps on a regular grid shared by every series
+(the error says where it is not; ``fill=`` resamples onto the grid and fills the gaps), no NaNs
+unless ``fill`` is given, and enough rows for the windows. Frames split by the ratio protocol
+(fractions adjustable); ``protocol="all"`` makes the whole frame one test split and
+``predict_split="future"`` forecasts the ``H`` steps after its last timestamp.
 """
 
 from __future__ import annotations
 
 import os
 import urllib.request
-from collections.abc import Sequence
+import warnings
+from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,17 +54,23 @@ from torch.utils.data import DataLoader, Dataset
 __all__ = [
     "ForecastDataModule",
     "ForecastWindows",
+    "FutureWindow",
+    "FrameInfo",
     "StandardScaler",
     "find_dataset",
+    "prepare_frame",
     "read_forecast_csv",
     "split_borders",
     "time_features",
+    "validate_frame",
     "DataError",
 ]
 
 # Public locations of the ETT files (the Informer authors' repository).
 _ETT_URL = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/{name}"
-_DOWNLOADS = {f"{n}.csv": _ETT_URL.format(name=f"{n}.csv") for n in ("ETTh1", "ETTh2", "ETTm1", "ETTm2")}
+_DOWNLOADS = {
+    f"{n}.csv": _ETT_URL.format(name=f"{n}.csv") for n in ("ETTh1", "ETTh2", "ETTm1", "ETTm2")
+}
 _HOW_TO_GET = (
     "The standard long-term forecasting CSVs (ETT, Weather, Electricity, Traffic, Exchange, ILI) "
     "are distributed with Time-Series-Library and Autoformer (see their READMEs); put the file in "
@@ -70,7 +87,9 @@ def _cache_dir() -> Path:
     return Path(base) / "mixerzoo" / "timeseries"
 
 
-def find_dataset(data_path: str, root: str | os.PathLike | None = None, download: bool = True) -> Path:
+def find_dataset(
+    data_path: str, root: str | os.PathLike | None = None, download: bool = True
+) -> Path:
     """Locate a forecasting CSV by file name.
 
     Args:
@@ -161,21 +180,16 @@ def validate_frame(
     try:
         dates = pd.to_datetime(df[date_column])
     except (ValueError, TypeError) as err:
-        raise DataError(f"{source}: column {date_column!r} does not parse as dates ({err})") from None
+        raise DataError(
+            f"{source}: column {date_column!r} does not parse as dates ({err})"
+        ) from None
     if dates.isna().any():
         raise DataError(
             f"{source}: {int(dates.isna().sum())} missing timestamps in {date_column!r} "
             f"(first at row {int(np.flatnonzero(dates.isna())[0])}); remove or fill those rows"
         )
     values = df.drop(columns=[date_column])
-    bad = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
-    if bad:
-        raise DataError(
-            f"{source}: non-numeric columns {bad}; every column but {date_column!r} must be a "
-            f"number. Drop them or convert them (e.g. pd.to_numeric)."
-        )
-    if values.shape[1] == 0:
-        raise DataError(f"{source}: no variable columns besides {date_column!r}")
+    _check_numeric(values, source, date_column)
     if target is not None and target not in values.columns:
         raise DataError(
             f"{source}: target column {target!r} not found; columns are {list(values.columns)}. "
@@ -190,14 +204,13 @@ def validate_frame(
                 f"{source}: missing values (NaN) per column: {cols}. Clean the data or pass "
                 f"fill='ffill', 'interpolate' or 'zero'."
             )
+        _check_fill(fill)
         if fill == "ffill":
             values = values.ffill().bfill()
         elif fill == "interpolate":
             values = values.interpolate(limit_direction="both")
-        elif fill == "zero":
-            values = values.fillna(0.0)
         else:
-            raise DataError(f"unknown fill {fill!r}; choose None, 'ffill', 'interpolate' or 'zero'")
+            values = values.fillna(0.0)
     if not np.isfinite(values.to_numpy()).all():
         raise DataError(f"{source}: infinite values in the data; remove them")
     cols = [c for c in values.columns if c != target] + ([target] if target is not None else [])
@@ -205,13 +218,329 @@ def validate_frame(
     return out.reset_index(drop=True)
 
 
-def split_borders(n_rows: int, seq_len: int, protocol: str) -> list[tuple[int, int]]:
+def _check_numeric(values: pd.DataFrame, source: str, date_column: Hashable) -> None:
+    bad = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+    if bad:
+        raise DataError(
+            f"{source}: non-numeric columns {bad}; every column but {date_column!r} must be a "
+            f"number. Drop them or convert them (e.g. pd.to_numeric)."
+        )
+    if values.shape[1] == 0:
+        raise DataError(f"{source}: no variable columns besides {date_column!r}")
+
+
+_FILLS = (None, "ffill", "interpolate", "zero")
+
+
+def _check_fill(fill: str | None) -> None:
+    if fill not in _FILLS:
+        raise DataError(f"unknown fill {fill!r}; choose None, 'ffill', 'interpolate' or 'zero'")
+
+
+# --- user frames: wide or long, checked for a regular shared time grid ----------------------
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """How a user's frame was laid out, to hand forecasts back in the same shape.
+
+    Attributes:
+        layout: ``"wide"`` (one column per series) or ``"long"`` (id, time, value rows).
+        freq: pandas frequency alias of the regular timestamps (``"h"``, ``"D"``, ``"MS"``, ...).
+        columns: series names in model order (wide column names, or the sorted long ids).
+        date_name: name of the timestamps (the ``DatetimeIndex`` name, the date column or the
+            long time column).
+    """
+
+    layout: str
+    freq: str
+    columns: tuple
+    date_name: Hashable | None
+
+
+def _show(stamps: Sequence, k: int = 3) -> str:
+    shown = ", ".join(str(t) for t in list(stamps)[:k])
+    return shown + (f", ... ({len(stamps)} in all)" if len(stamps) > k else "")
+
+
+def _parse_dates(raw: pd.Series | pd.Index, name: Hashable, source: str) -> pd.DatetimeIndex:
+    try:
+        dates = pd.DatetimeIndex(pd.to_datetime(raw))
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{source}: {name!r} does not parse as dates ({err})") from None
+    if dates.isna().any():
+        raise DataError(
+            f"{source}: {int(dates.isna().sum())} missing timestamps in {name!r} (first at row "
+            f"{int(np.flatnonzero(dates.isna())[0])}); remove those rows or give them a date"
+        )
+    return dates
+
+
+def _infer_freq(dates: pd.DatetimeIndex) -> str | None:
+    """``pd.infer_freq`` as an alias string (pandas 4 will return an offset; both are handled)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*infer_freq.*")
+        freq = pd.infer_freq(dates)
+    if freq is None or isinstance(freq, str):
+        return freq
+    return freq.freqstr
+
+
+def _guess_freq(dates: pd.DatetimeIndex) -> str:
+    """The frequency of (possibly irregular) timestamps: pandas' inference on all of them, else
+    the alias most short runs agree on, else the most common step."""
+    if len(dates) >= 3:
+        freq = _infer_freq(dates)
+        if freq:
+            return freq
+        k = min(len(dates), 8)
+        starts = np.unique(np.linspace(0, len(dates) - k, num=9).astype(int))
+        votes = [f for f in (_infer_freq(dates[i : i + k]) for i in starts) if f]
+        if votes:
+            return Counter(votes).most_common(1)[0][0]
+    if len(dates) >= 2:
+        step = Counter(np.diff(dates.asi8).tolist()).most_common(1)[0][0]
+        return pd.tseries.frequencies.to_offset(pd.Timedelta(step, unit=dates.unit)).freqstr
+    raise DataError("cannot tell the frequency from a single timestamp; pass freq=<pandas alias>")
+
+
+def _regularize(
+    dates: pd.DatetimeIndex, values: pd.DataFrame, freq: str | None, fill: str | None, source: str
+) -> tuple[str, pd.DatetimeIndex, pd.DataFrame]:
+    """Check that ``dates`` (sorted, unique) lie on a regular grid; with ``fill``, resample onto
+    it (mean of the values in each step; the new empty steps are NaN, filled later)."""
+    step = freq or _guess_freq(dates)
+    try:
+        offset = pd.tseries.frequencies.to_offset(step)
+    except ValueError:
+        raise DataError(
+            f"unknown freq {step!r}; use a pandas alias such as 'h', 'D', 'MS'"
+        ) from None
+    grid = pd.date_range(dates[0], dates[-1], freq=offset, unit=dates.unit)
+    missing, off_grid = grid.difference(dates), dates.difference(grid)
+    if not len(missing) and not len(off_grid):
+        return offset.freqstr, dates, values
+    if fill is None:
+        where = []
+        if len(missing):
+            first = grid.get_loc(missing[0])
+            after = f", the first gap after row {first - 1} ({grid[first - 1]})" if first else ""
+            where.append(f"{len(missing)} timestamp(s) missing{after}: {_show(missing)}")
+        if len(off_grid):
+            where.append(
+                f"{len(off_grid)} timestamp(s) off the grid, the first at row "
+                f"{dates.get_loc(off_grid[0])}: {_show(off_grid)}"
+            )
+        own = _guess_freq(dates) if freq is not None else None
+        hint = (
+            f" The timestamps look regular at {own!r}: pass freq={own!r}."
+            if own and pd.tseries.frequencies.to_offset(own) != offset
+            else ""
+        )
+        raise DataError(
+            f"{source}: timestamps are not regular at frequency {offset.freqstr!r}: "
+            f"{'; '.join(where)}.{hint} Pass fill='interpolate' (or 'ffill', 'zero') to resample "
+            f"onto the {offset.freqstr!r} grid and fill the gaps, or freq=<pandas alias> if the "
+            f"step is a different one."
+        )
+    frame = values.set_index(dates)
+    if len(off_grid):
+        frame = frame.resample(offset, origin="start").mean()
+    else:
+        frame = frame.reindex(grid)
+    return offset.freqstr, pd.DatetimeIndex(frame.index), frame.reset_index(drop=True)
+
+
+def _wide_parts(
+    df: pd.DataFrame, date_column: str, long_columns: tuple[str, str, str], source: str
+):
+    if date_column in df.columns:
+        if isinstance(df.index, pd.DatetimeIndex):
+            raise DataError(
+                f"{source}: both a DatetimeIndex and a {date_column!r} column; keep one of them "
+                f"(e.g. df.reset_index(drop=True))"
+            )
+        raw, values, name = df[date_column], df.drop(columns=[date_column]), date_column
+    elif isinstance(df.index, pd.DatetimeIndex):
+        raw, values, name = df.index, df, df.index.name
+    else:
+        id_column, time_column, value_column = long_columns
+        raise DataError(
+            f"{source}: no timestamps; columns are {list(df.columns)}. Give the frame a "
+            f"DatetimeIndex or a {date_column!r} column (or pass date_column=<its name>), or use "
+            f"the long format with columns {id_column!r}, {time_column!r}, {value_column!r}."
+        )
+    dates = _parse_dates(raw, name if name is not None else "index", source)
+    values = values.reset_index(drop=True)
+    _check_numeric(values, source, name)
+    if dates.has_duplicates:
+        dup = dates[dates.duplicated()].unique()
+        raise DataError(
+            f"{source}: duplicate timestamps {_show(dup)}; aggregate them (e.g. "
+            f"df.groupby(level=0).mean()) or drop them"
+        )
+    if not dates.is_monotonic_increasing:
+        order = np.argsort(dates.asi8, kind="stable")
+        dates, values = dates[order], values.iloc[order].reset_index(drop=True)
+    return dates, values, name
+
+
+def _long_parts(
+    df: pd.DataFrame,
+    id_column: str,
+    time_column: str,
+    value_column: str,
+    fill: str | None,
+    min_length: int,
+    min_length_reason: str,
+    source: str,
+):
+    need = [id_column, time_column, value_column]
+    absent = [c for c in need if c not in df.columns]
+    if absent:
+        raise DataError(
+            f"{source}: a long-format frame needs columns {need}; missing {absent} (columns are "
+            f"{list(df.columns)}). Pass id_column=/time_column=/value_column= to name them."
+        )
+    extra = [c for c in df.columns if c not in need]
+    if extra:
+        raise DataError(
+            f"{source}: extra columns {extra} in a long-format frame; only {value_column!r} is "
+            f"forecast (exogenous variables are not supported): drop them"
+        )
+    if df[id_column].isna().any():
+        raise DataError(f"{source}: {int(df[id_column].isna().sum())} rows without a series id")
+    dates = _parse_dates(df[time_column], time_column, source)
+    _check_numeric(df[[value_column]], source, time_column)
+    rows = pd.DataFrame(
+        {"id": df[id_column].to_numpy(), "ds": dates, "y": df[value_column].to_numpy()}
+    )
+    dup = rows.duplicated(["id", "ds"])
+    if dup.any():
+        pairs = list(zip(rows.loc[dup, "id"], rows.loc[dup, "ds"].astype(str)))
+        raise DataError(
+            f"{source}: {int(dup.sum())} duplicate ({id_column}, {time_column}) rows, e.g. "
+            f"{pairs[:3]}; aggregate or drop them"
+        )
+    counts = rows.groupby("id", sort=True).size()
+    short = counts[counts < min_length]
+    if len(short):
+        raise DataError(
+            f"{source}: series shorter than {min_length} timestamps ({min_length_reason}): "
+            f"{ {k: int(v) for k, v in short.items()} }; drop them or use shorter windows"
+        )
+    union = pd.DatetimeIndex(np.unique(dates))
+    partial = counts[counts < len(union)]
+    if len(partial) and fill is None:
+        lacks = []
+        for key in partial.index[:5]:
+            gaps = union.difference(pd.DatetimeIndex(rows.loc[rows["id"] == key, "ds"]))
+            lacks.append(f"{key!r} lacks {len(gaps)} of {len(union)} (first missing {gaps[0]})")
+        more = f" and {len(partial) - 5} more" if len(partial) > 5 else ""
+        raise DataError(
+            f"{source}: series do not share the same timestamps: {'; '.join(lacks)}{more}. Every "
+            f"series needs a value at every timestamp: trim them to a common range, or pass "
+            f"fill='interpolate' (or 'ffill', 'zero') to fill the gaps."
+        )
+    wide = rows.pivot(index="ds", columns="id", values="y")
+    wide.columns.name = None
+    return pd.DatetimeIndex(wide.index), wide.reset_index(drop=True), time_column
+
+
+def prepare_frame(
+    df: pd.DataFrame,
+    date_column: str = "date",
+    id_column: str = "unique_id",
+    time_column: str = "ds",
+    value_column: str = "y",
+    freq: str | None = None,
+    fill: str | None = None,
+    min_length: int = 1,
+    min_length_reason: str = "",
+    source: str = "frame",
+) -> tuple[pd.DataFrame, FrameInfo]:
+    """Check a user's frame and turn it into the wide frame the data module reads.
+
+    The layout is **long** when ``id_column`` is a column (rows ``id_column, time_column,
+    value_column``, pivoted with one column per id, ids sorted), else **wide**: the timestamps are
+    the ``date_column`` column or the ``DatetimeIndex``, every other column a series.
+
+    Args:
+        df: the user's frame.
+        date_column: wide timestamp column (also the date column of the result).
+        id_column: long-format series id column.
+        time_column: long-format timestamp column.
+        value_column: long-format value column.
+        freq: expected pandas frequency alias; ``None`` infers it.
+        fill: ``None`` rejects gaps and NaNs; ``"ffill"``, ``"interpolate"`` or ``"zero"`` resample
+            onto the regular grid (the mean of the values falling in each step) and fill the
+            missing values and timestamps so.
+        min_length: fewest timestamps each series needs.
+        min_length_reason: why (for the error message).
+        source: name of the data in error messages.
+
+    Returns:
+        ``(wide, info)``: ``wide`` has ``date_column`` (sorted, regular, unique) first and one
+        float column per series; ``info`` records the layout, frequency, series and date name.
+
+    Raises:
+        DataError: no or unparseable timestamps, duplicates, timestamps off a regular grid or not
+            shared by every series (the message lists where and which ids), non-numeric values,
+            NaNs without ``fill``, or too few timestamps.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    _check_fill(fill)
+    if len(df) == 0:
+        raise DataError(f"{source}: the frame is empty")
+    if not df.columns.is_unique:
+        dup = df.columns[df.columns.duplicated()].unique().tolist()
+        raise DataError(f"{source}: duplicate column names {dup}")
+    if id_column in df.columns:
+        layout = "long"
+        dates, values, date_name = _long_parts(
+            df, id_column, time_column, value_column, fill, min_length, min_length_reason, source
+        )
+    else:
+        layout = "wide"
+        dates, values, date_name = _wide_parts(
+            df, date_column, (id_column, time_column, value_column), source
+        )
+    if date_column in values.columns:
+        raise DataError(f"{source}: a series is named {date_column!r}, the date column; rename it")
+    freq, dates, values = _regularize(dates, values, freq, fill, source)
+    if len(dates) < min_length:
+        reason = f" ({min_length_reason})" if min_length_reason else ""
+        raise DataError(
+            f"{source}: the series have {len(dates)} timestamps, fewer than the {min_length} "
+            f"needed{reason}; use shorter windows or more data"
+        )
+    wide = pd.concat([pd.Series(dates, name=date_column), values.astype(np.float64)], axis=1)
+    wide = validate_frame(wide, source=source, date_column=date_column, target=None, fill=fill)
+    columns = tuple(c for c in wide.columns if c != date_column)
+    return wide, FrameInfo(layout=layout, freq=freq, columns=columns, date_name=date_name)
+
+
+def split_borders(
+    n_rows: int,
+    seq_len: int,
+    protocol: str,
+    train_fraction: float = 0.7,
+    test_fraction: float = 0.2,
+) -> list[tuple[int, int]]:
     """Row ranges ``[(start, end)]`` of the train, val and test splits.
 
     Args:
         n_rows: rows in the file.
         seq_len: lookback ``L``; val and test start ``L`` rows before their first target row.
-        protocol: ``"ett_hour"``, ``"ett_minute"`` or ``"ratio"`` (70/10/20).
+        protocol: ``"ett_hour"``, ``"ett_minute"``, ``"ratio"`` (``int(n * train_fraction)``
+            train rows, ``int(n * test_fraction)`` test rows, the rest validation; 70/10/20 by
+            default), ``"all"`` (every row is the test split; for evaluating a trained model) or
+            ``"none"`` (no split; for forecasting past the end only).
+        train_fraction: ``"ratio"`` only.
+        test_fraction: ``"ratio"`` only; 0 leaves no test split.
+
+    An empty split is returned as ``(end, end)``.
     """
     if protocol in ("ett_hour", "ett_minute"):
         k = 4 if protocol == "ett_minute" else 1
@@ -224,13 +553,31 @@ def split_borders(n_rows: int, seq_len: int, protocol: str) -> list[tuple[int, i
             )
         starts = [0, ends[0] - seq_len, ends[1] - seq_len]
     elif protocol == "ratio":
-        n_train = int(n_rows * 0.7)
-        n_test = int(n_rows * 0.2)
+        if not (
+            0 < train_fraction <= 1 and 0 <= test_fraction and train_fraction + test_fraction <= 1
+        ):
+            raise ValueError(
+                f"need 0 < train_fraction <= 1, 0 <= test_fraction and train_fraction + "
+                f"test_fraction <= 1; got {train_fraction} and {test_fraction}"
+            )
+        n_train = int(n_rows * train_fraction)
+        n_test = int(n_rows * test_fraction)
         n_val = n_rows - n_train - n_test
-        starts = [0, n_train - seq_len, n_rows - n_test - seq_len]
+        starts = [
+            0,
+            n_train - seq_len if n_val else n_train,
+            n_rows - n_test - seq_len if n_test else n_rows,
+        ]
         ends = [n_train, n_train + n_val, n_rows]
+    elif protocol == "all":
+        return [(0, 0), (0, 0), (0, n_rows)]
+    elif protocol == "none":
+        return [(0, 0), (0, 0), (n_rows, n_rows)]
     else:
-        raise ValueError(f"unknown split protocol {protocol!r}; use 'ett_hour', 'ett_minute' or 'ratio'")
+        raise ValueError(
+            f"unknown split protocol {protocol!r}; use 'ett_hour', 'ett_minute', 'ratio', 'all' or "
+            f"'none'"
+        )
     if seq_len >= ends[0]:
         raise DataError(
             f"lookback seq_len={seq_len} is longer than the training split ({ends[0]} rows); "
@@ -272,20 +619,36 @@ _FREQ_FEATURES = {
     "t": ["minute_of_hour", "hour_of_day", *_DAY],
     "s": ["second_of_minute", "minute_of_hour", "hour_of_day", *_DAY],
 }
-_FREQ_ALIASES = {"min": "t", "a": "y", "ye": "y", "me": "m", "ms": "m", "qe": "q", "bh": "h", "10min": "t"}
+_FREQ_ALIASES = {
+    "min": "t",
+    "a": "y",
+    "ye": "y",
+    "ys": "y",
+    "me": "m",
+    "ms": "m",
+    "bme": "m",
+    "bms": "m",
+    "qe": "q",
+    "qs": "q",
+    "bh": "h",
+    "10min": "t",
+}
 
 
 def _freq_key(freq: str) -> str:
-    key = freq.lower().lstrip("0123456789")
+    # Anchored pandas aliases ("W-SUN", "QS-OCT", "YE-DEC") share the features of their base.
+    key = freq.lower().lstrip("0123456789").split("-")[0]
     key = _FREQ_ALIASES.get(key, key)
-    if key.startswith("w-"):
-        key = "w"
     if key not in _FREQ_FEATURES:
-        raise ValueError(f"unsupported freq {freq!r}; use one of s, t (minutes), h, d, b, w, m, q, y")
+        raise ValueError(
+            f"unsupported freq {freq!r}; use one of s, t (minutes), h, d, b, w, m, q, y"
+        )
     return key
 
 
-def time_features(dates: pd.DatetimeIndex | Sequence, freq: str = "h", timeenc: int = 1) -> np.ndarray:
+def time_features(
+    dates: pd.DatetimeIndex | Sequence, freq: str = "h", timeenc: int = 1
+) -> np.ndarray:
     """Time-stamp features ``[T, F]`` of Time-Series-Library.
 
     Args:
@@ -332,9 +695,9 @@ class StandardScaler:
         if data.shape[-1] == 1 and mean.shape[-1] != 1:
             mean, std = mean[-1:], std[-1:]
         if isinstance(data, torch.Tensor):
-            return data * torch.as_tensor(std, dtype=data.dtype, device=data.device) + torch.as_tensor(
-                mean, dtype=data.dtype, device=data.device
-            )
+            return data * torch.as_tensor(
+                std, dtype=data.dtype, device=data.device
+            ) + torch.as_tensor(mean, dtype=data.dtype, device=data.device)
         return data * std + mean
 
 
@@ -345,7 +708,9 @@ class ForecastWindows(Dataset):
     ``y [label_len + H, C]`` (decoder start token + horizon) and ``y_mark [label_len + H, F]``.
     """
 
-    def __init__(self, data: np.ndarray, marks: np.ndarray, seq_len: int, label_len: int, pred_len: int):
+    def __init__(
+        self, data: np.ndarray, marks: np.ndarray, seq_len: int, label_len: int, pred_len: int
+    ):
         n = len(data) - seq_len - pred_len + 1
         if n <= 0:
             raise DataError(
@@ -374,6 +739,52 @@ class ForecastWindows(Dataset):
         }
 
 
+class FutureWindow(Dataset):
+    """The one window that forecasts past the end of the data.
+
+    Its item has the keys of ``ForecastWindows``: ``x [L, C]`` and ``x_mark [L, F]`` are the last
+    ``L`` rows; ``y [label_len + H, C]`` is the known start token (the last ``label_len`` rows)
+    followed by ``H`` zeros standing for the unknown future, and ``y_mark`` the time features of the
+    start token and of the ``H`` future timestamps (so that the task's decoder input is the usual
+    one; the zeros are never a target).
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        marks: np.ndarray,
+        future_marks: np.ndarray,
+        seq_len: int,
+        label_len: int,
+        pred_len: int,
+    ):
+        if len(data) < seq_len:
+            raise DataError(
+                f"forecasting needs the last lookback seq_len={seq_len} rows, the data has "
+                f"{len(data)}; give a longer history"
+            )
+        if len(future_marks) != pred_len:
+            raise ValueError(f"need {pred_len} future time-feature rows, got {len(future_marks)}")
+        data = torch.as_tensor(data[len(data) - seq_len :], dtype=torch.float32)
+        marks = torch.as_tensor(marks[len(marks) - seq_len :], dtype=torch.float32)
+        future = torch.as_tensor(future_marks, dtype=torch.float32)
+        start = seq_len - label_len
+        self.item = {
+            "x": data,
+            "x_mark": marks,
+            "y": torch.cat([data[start:], data.new_zeros(pred_len, data.shape[1])]),
+            "y_mark": torch.cat([marks[start:], future]),
+        }
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if i not in (0, -1):
+            raise IndexError(i)
+        return self.item
+
+
 class ForecastDataModule(pl.LightningDataModule):
     """The standard long-term forecasting benchmark protocol (see the module docstring).
 
@@ -393,6 +804,13 @@ class ForecastDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers.
         fill: missing-value policy (see ``read_forecast_csv``).
         date_column: timestamp column name.
+        train_fraction: training share of the ``"ratio"`` protocol.
+        test_fraction: test share of the ``"ratio"`` protocol (0: no test split).
+        predict_split: what ``predict`` runs on: ``"test"`` (every test window, the default),
+            ``"val"``, ``"train"`` or ``"future"`` (the ``H`` steps after the last row; the
+            ``true`` arrays of that prediction are placeholders).
+
+    A pandas frame instead of a file: ``ForecastDataModule.from_frame(df, ...)``.
     """
 
     def __init__(
@@ -412,11 +830,22 @@ class ForecastDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         fill: str | None = None,
         date_column: str = "date",
+        train_fraction: float = 0.7,
+        test_fraction: float = 0.2,
+        predict_split: str = "test",
     ):
         super().__init__()
         if features not in ("M", "S", "MS"):
             raise ValueError(f"features must be 'M', 'S' or 'MS', got {features!r}")
-        for name, value in (("seq_len", seq_len), ("pred_len", pred_len), ("batch_size", batch_size)):
+        if predict_split not in ("train", "val", "test", "future"):
+            raise ValueError(
+                f"predict_split must be 'train', 'val', 'test' or 'future', got {predict_split!r}"
+            )
+        for name, value in (
+            ("seq_len", seq_len),
+            ("pred_len", pred_len),
+            ("batch_size", batch_size),
+        ):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         if not 0 <= label_len <= seq_len:
@@ -428,11 +857,115 @@ class ForecastDataModule(pl.LightningDataModule):
         self.protocol = protocol
         self.batch_size, self.num_workers = batch_size, num_workers
         self.fill, self.date_column = fill, date_column
+        self.train_fraction, self.test_fraction = train_fraction, test_fraction
+        self.predict_split = predict_split
         self.scaler = StandardScaler()
-        self.splits: dict[str, ForecastWindows] = {}
+        self.splits: dict[str, ForecastWindows | FutureWindow] = {}
         self.dates: dict[str, pd.DatetimeIndex] = {}
         self.columns: list[str] = []
+        self.frame_info: FrameInfo | None = None
         self._frame: pd.DataFrame | None = None
+        self._scaler_given = False
+        self._is_setup = False
+
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        *,
+        freq: str | None = None,
+        fill: str | None = None,
+        target: str | None = None,
+        columns: Sequence[Hashable] | None = None,
+        scaler: StandardScaler | None = None,
+        id_column: str = "unique_id",
+        time_column: str = "ds",
+        value_column: str = "y",
+        date_column: str = "date",
+        **kwargs,
+    ) -> ForecastDataModule:
+        """A data module over a pandas frame instead of a CSV file.
+
+        Args:
+            df: wide frame (``DatetimeIndex`` or ``date_column``, one column per series) or long
+                frame (``id_column``, ``time_column``, ``value_column``); see ``prepare_frame``.
+            freq: pandas frequency alias of the timestamps; ``None`` infers it. It sets both the
+                time features and the future timestamps.
+            fill: ``None`` (gaps and NaNs are errors) or ``"ffill"``/``"interpolate"``/
+                ``"zero"`` (resample onto the regular grid and fill).
+            target: target column for features ``S``/``MS`` (moved last); ``None`` for ``M``.
+            columns: the series the frame must hold exactly (e.g. those a model was trained
+                on); they are put in this order. Unknown or missing ids are a ``DataError``.
+            scaler: fitted statistics to use instead of fitting on the training rows (needed by
+                the ``"all"`` and ``"none"`` protocols, which have no training rows).
+            id_column: long-format id column.
+            time_column: long-format timestamp column.
+            value_column: long-format value column.
+            date_column: wide timestamp column.
+            **kwargs: the other constructor arguments (``seq_len``, ``pred_len``, ``protocol``
+                (``"auto"`` means ``"ratio"`` here), ``predict_split``, ``batch_size``, ...);
+                ``label_len`` defaults to ``seq_len // 2``.
+
+        Raises:
+            DataError: bad frames (see ``prepare_frame``), series that the frame must (not) hold,
+                or a frame shorter than the windows need.
+        """
+        # Time-Series-Library's habit (label_len = seq_len / 2), also for short windows.
+        kwargs.setdefault("label_len", kwargs.get("seq_len", 96) // 2)
+        dm = cls(
+            data_path="<frame>",
+            freq=freq,
+            fill=fill,
+            target=target,
+            date_column=date_column,
+            **kwargs,
+        )
+        if dm.protocol == "none":
+            need, why = dm.seq_len, f"the lookback seq_len={dm.seq_len}"
+        else:
+            need = dm.seq_len + dm.pred_len
+            why = f"lookback seq_len={dm.seq_len} + horizon pred_len={dm.pred_len}"
+        wide, info = prepare_frame(
+            df,
+            date_column=date_column,
+            id_column=id_column,
+            time_column=time_column,
+            value_column=value_column,
+            freq=freq,
+            fill=fill,
+            min_length=need,
+            min_length_reason=why,
+        )
+        if columns is not None:
+            columns = list(columns)
+            unknown = [c for c in info.columns if c not in columns]
+            missing = [c for c in columns if c not in info.columns]
+            if unknown or missing:
+                parts = [f"series not seen in training: {unknown}"] if unknown else []
+                parts += [f"missing series: {missing}"] if missing else []
+                raise DataError(
+                    f"frame: {'; '.join(parts)}. The model was trained on exactly {columns}; "
+                    f"give a frame with those series (a new set of series needs a new fit)."
+                )
+            wide = wide[[date_column, *columns]]
+            info = FrameInfo(info.layout, info.freq, tuple(columns), info.date_name)
+        if target is not None:
+            if target not in info.columns:
+                raise DataError(
+                    f"frame: target column {target!r} not found; series are {list(info.columns)}"
+                )
+            wide = wide[[date_column, *(c for c in info.columns if c != target), target]]
+        elif dm.features != "M":
+            raise ValueError(f"features={dm.features!r} needs a target=<series name>")
+        if scaler is not None:
+            if scaler.mean is None:
+                raise ValueError("the given scaler is not fitted")
+            dm.scaler = StandardScaler(
+                np.array(scaler.mean, dtype=np.float64), np.array(scaler.std, dtype=np.float64)
+            )
+            dm._scaler_given = True
+        dm._frame, dm._source, dm.frame_info, dm.freq = wide, "frame", info, info.freq
+        return dm
 
     @property
     def target_only_output(self) -> bool:
@@ -448,28 +981,61 @@ class ForecastDataModule(pl.LightningDataModule):
         return self._frame
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
+        if self._is_setup:
             return
         df = self.load_frame()
-        protocol = protocol_for(self.data_path) if self.protocol == "auto" else self.protocol
-        borders = split_borders(len(df), self.seq_len, protocol)
+        protocol = self.protocol
+        if protocol == "auto":
+            protocol = "ratio" if self.frame_info is not None else protocol_for(self.data_path)
+        borders = split_borders(
+            len(df), self.seq_len, protocol, self.train_fraction, self.test_fraction
+        )
         value_cols = [c for c in df.columns if c != self.date_column]
         if self.features == "S":
             value_cols = [self.target]
         self.columns = value_cols
         values = df[value_cols].to_numpy(dtype=np.float64)
         if self.scale:
-            train_start, train_end = borders[0]
-            self.scaler.fit(values[train_start:train_end])
+            if not self._scaler_given:
+                train_start, train_end = borders[0]
+                if train_end <= train_start:
+                    raise DataError(
+                        f"protocol {protocol!r} has no training rows to fit the scaler on; pass "
+                        f"a fitted scaler (from_frame(..., scaler=...)) or scale=False"
+                    )
+                self.scaler.fit(values[train_start:train_end])
+            elif np.shape(self.scaler.mean) != (values.shape[1],):
+                raise DataError(
+                    f"the scaler has statistics for {np.size(self.scaler.mean)} columns, the data "
+                    f"has {values.shape[1]}"
+                )
             values = self.scaler.transform(values)
         dates = pd.DatetimeIndex(df[self.date_column])
-        freq = self.freq or pd.infer_freq(dates[:1000]) or "h"
+        freq = self.freq or _infer_freq(dates[:1000]) or "h"
         marks = time_features(dates, freq, self.timeenc)
         for split, (start, end) in zip(("train", "val", "test"), borders):
-            self.splits[split] = ForecastWindows(
-                values[start:end], marks[start:end], self.seq_len, self.label_len, self.pred_len
+            if end > start:
+                self.splits[split] = ForecastWindows(
+                    values[start:end], marks[start:end], self.seq_len, self.label_len, self.pred_len
+                )
+                self.dates[split] = dates[start:end]
+        if self.predict_split == "future":
+            # The step of the data itself: a CSV keeps Time-Series-Library's freq="h" for its time
+            # features whatever its real step, but its future timestamps must follow the data.
+            step = (
+                self.frame_info.freq if self.frame_info is not None else _guess_freq(dates[-1000:])
             )
-            self.dates[split] = dates[start:end]
+            future = pd.date_range(dates[-1], periods=self.pred_len + 1, freq=step)[1:]
+            self.splits["future"] = FutureWindow(
+                values,
+                marks,
+                time_features(future, freq, self.timeenc),
+                self.seq_len,
+                self.label_len,
+                self.pred_len,
+            )
+            self.dates["future"] = future
+        self._is_setup = True
 
     @property
     def n_features(self) -> int:
@@ -478,6 +1044,11 @@ class ForecastDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool) -> DataLoader:
         self.setup()
+        if split not in self.splits:
+            raise DataError(
+                f"this data module has no {split!r} split (protocol {self.protocol!r}, "
+                f"splits: {sorted(self.splits)})"
+            )
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size,
@@ -491,7 +1062,8 @@ class ForecastDataModule(pl.LightningDataModule):
         self.setup()
         # Time-Series-Library drops the last incomplete training batch (unless none would be left);
         # evaluation loaders never drop a window.
-        drop_last = len(self.splits["train"]) >= self.batch_size
+        train = self.splits.get("train")
+        drop_last = train is not None and len(train) >= self.batch_size
         return self._loader("train", shuffle=True, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:
@@ -501,7 +1073,7 @@ class ForecastDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False, drop_last=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, drop_last=False)
+        return self._loader(self.predict_split, shuffle=False, drop_last=False)
 
     def inverse_transform(self, values: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Map scaled values ``[..., C]`` (or ``[..., 1]`` for the target) to original units."""

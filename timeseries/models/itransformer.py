@@ -45,6 +45,7 @@ class ITransformer(nn.Module):
         mixer: registered mixer over variate tokens (must be able to see all tokens: a bidirectional
             mixer; a causal one would impose an arbitrary variate order).
         mixer_kwargs: extra mixer arguments (defaults for attention: ``n_heads``, ``dropout``).
+        mixer_dropout: dropout on the mixer's residual branch (default: ``dropout``).
 
     Shapes:
         ``forward(x [B, L, C], x_mark [B, L, F] | None, ...) -> [B, H, C]``.
@@ -64,6 +65,7 @@ class ITransformer(nn.Module):
         use_marks: bool = True,
         mixer: str = "attention",
         mixer_kwargs: dict[str, Any] | None = None,
+        mixer_dropout: float | None = None,
     ):
         super().__init__()
         self.seq_len, self.pred_len, self.use_norm, self.use_marks = (
@@ -86,6 +88,7 @@ class ITransformer(nn.Module):
                 activation=activation,
                 dropout=dropout,
                 prenorm=False,
+                mixer_dropout=mixer_dropout,
             )
             for _ in range(e_layers)
         )
