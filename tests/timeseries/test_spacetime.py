@@ -1,0 +1,187 @@
+"""SpaceTime: shapes, parameter count, preprocessing kernels, closed-loop decoding (== step-by-step
+feedback, and exact on an AR process), mean transform, determinism, and a tiny fit."""
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from mixerzoo.core import create_model
+from mixerzoo.timeseries import ForecastDataModule, ForecastTask
+from mixerzoo.timeseries.models.spacetime import SpaceTime
+
+SMALL = dict(d_model=16, d_state=8, first_layer_heads=4, max_avg_window=12, dropout=0.0)
+
+
+def _batch(b=2, seq_len=24, label_len=12, pred_len=12, c=3, f=4):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, seq_len, c, generator=g)
+    x_dec = torch.cat([x[:, seq_len - label_len :], torch.zeros(b, pred_len, c)], dim=1)
+    marks = (
+        torch.rand(b, seq_len, f, generator=g),
+        torch.rand(b, label_len + pred_len, f, generator=g),
+    )
+    return x, marks[0], x_dec, marks[1]
+
+
+@pytest.mark.parametrize("seq_len, pred_len, e_layers", [(24, 12, 1), (24, 1, 2), (96, 96, 1)])
+def test_output_shape_with_the_common_batch(seq_len, pred_len, e_layers):
+    model = create_model(
+        "spacetime", seq_len=seq_len, pred_len=pred_len, e_layers=e_layers, **SMALL
+    )
+    x, x_mark, x_dec, x_mark_dec = _batch(seq_len=seq_len, pred_len=pred_len)
+    assert model(x, x_mark, x_dec, x_mark_dec).shape == (2, pred_len, 3)
+    assert model(x).shape == (2, pred_len, 3)
+
+
+def test_parameter_count_of_the_official_etth1_model():
+    # Independent count (README command, --n_blocks 1): first layer 16 companion SSMs (a, b, c of
+    # size 64) + skip per channel + MLP Linear(128, 128); decoder one SSM per channel with a, b, c, k;
+    # output Linear(128, 1). The preprocessing kernels are fixed buffers.
+    model = SpaceTime(seq_len=336, pred_len=96)
+    expected = 3 * 16 * 64 + 128 + (128 * 128 + 128) + 4 * 128 * 64 + (128 + 1)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+
+
+def test_preprocessing_kernels_difference_polynomials_and_remove_moving_averages():
+    model = SpaceTime(seq_len=40, pred_len=4, **SMALL).double()
+    pre = model.encoder[0].pre
+    t = np.arange(40, dtype=np.float64)
+    poly = 0.5 * t**3 - 2 * t**2 + t - 3
+    u = torch.tensor(poly).view(1, 40, 1).expand(1, 40, 16)
+    with torch.no_grad():
+        out = pre(u)[0].numpy()
+    kinds = [pre.describe(c) for c in range(16)]
+    # Layout of the official ResidualSSM: 4 differencing slots then 4 moving-average slots per group.
+    assert [k for k, _ in kinds] == (["diff"] * 4 + ["ma_residual"] * 4) * 2
+    for c, (kind, p) in enumerate(kinds):
+        if kind == "diff":
+            # Order-p differencing, with the series taken as zero before t = 0.
+            expected = np.diff(np.concatenate([np.zeros(p), poly]), n=p)
+            np.testing.assert_allclose(out[:, c], expected, atol=1e-8)
+        else:
+            assert 4 <= p < 12
+            padded = np.concatenate([np.zeros(p - 1), poly])
+            ma = np.convolve(padded, np.ones(p) / p, mode="valid")
+            np.testing.assert_allclose(out[:, c], poly - ma, atol=1e-8)
+    # Closed form: the third difference of 0.5 t^3 + ... is 3! * 0.5 once past the zero padding.
+    third = out[3:, 3]
+    np.testing.assert_allclose(third, np.full_like(third, 3.0), atol=1e-8)
+
+
+def test_closed_loop_forecast_equals_step_by_step_feedback():
+    torch.manual_seed(2)
+    model = SpaceTime(seq_len=20, pred_len=9, e_layers=2, **SMALL).double().eval()
+    x = torch.randn(2, 20, 3, dtype=torch.float64)
+    with torch.no_grad():
+        got = model(x)
+        u = x.transpose(1, 2).reshape(6, 20, 1)
+        mean = u.mean(1, keepdim=True)
+        z = model.encode(u - mean)
+        dec = model.decoder
+        state, outs = None, []
+        for t in range(20):
+            y_t, state = dec.step(z[:, t], state)
+        outs.append(y_t)
+        k = dec.k[dec.head_of_channel]  # the L1-normalised feedback vector of each channel
+        for _ in range(8):
+            u_next = (state * k).sum(-1)  # the decoder predicts its own next input
+            y_t, state = dec.step(u_next, state)
+            outs.append(y_t)
+        want = model.output(torch.stack(outs, 1)) + mean
+    torch.testing.assert_close(got, want.reshape(2, 3, 9).transpose(1, 2))
+
+
+def test_closed_loop_decoder_encoding_an_ar_process_forecasts_it_exactly():
+    model = SpaceTime(seq_len=30, pred_len=15, **SMALL).double()
+    phi = torch.tensor([0.5, 0.3, -0.2], dtype=torch.float64)  # ||phi||_1 = 1: kept by the L1 norm
+    n, d = 8, 16
+    with torch.no_grad():
+        # Shift SSM (a = 0, b = e1): the state is the last 8 inputs; c = k = AR coefficients.
+        model.decoder.a.zero_()
+        e1 = torch.zeros(d, n, dtype=torch.float64)
+        e1[:, 0] = 1
+        coef = torch.zeros(d, n, dtype=torch.float64)
+        coef[:, :3] = phi
+        model.decoder.b, model.decoder.c, model.decoder.k = e1, coef, coef
+    series = [1.0, -0.4, 0.7]
+    while len(series) < 45:
+        series.append(float(phi @ torch.tensor(series[-1:-4:-1], dtype=torch.float64)))
+    series = torch.tensor(series, dtype=torch.float64)
+    z = series[:30].view(1, 30, 1).expand(1, 30, d)
+    with torch.no_grad():
+        y = model.decode(z)
+    torch.testing.assert_close(y, series[30:].view(1, 15, 1).expand(1, 15, d))
+
+
+def test_mean_transform_makes_the_forecast_shift_equivariant():
+    torch.manual_seed(0)
+    model = SpaceTime(seq_len=24, pred_len=6, **SMALL).double().eval()
+    x = torch.randn(2, 24, 3, dtype=torch.float64)
+    shift = torch.tensor([5.0, -3.0, 0.5], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x + shift), model(x) + shift)
+
+
+def test_channel_independence():
+    torch.manual_seed(0)
+    model = SpaceTime(seq_len=24, pred_len=6, **SMALL).eval()
+    x = torch.randn(2, 24, 3)
+    with torch.no_grad():
+        y = model(x)
+        x2 = x.clone()
+        x2[..., 0] += torch.randn(2, 24)
+        y2 = model(x2)
+    torch.testing.assert_close(y2[..., 1:], y[..., 1:])
+    assert not torch.allclose(y2[..., 0], y[..., 0])
+
+
+def test_deterministic_under_seed():
+    def build(seed):
+        torch.manual_seed(seed)
+        return SpaceTime(seq_len=24, pred_len=6, **SMALL).eval()
+
+    x = torch.randn(2, 24, 3)
+    a, b, c = build(5), build(5), build(6)
+    assert torch.equal(a.encoder[0].pre.windows, b.encoder[0].pre.windows)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+        assert not torch.allclose(a(x), c(x))
+
+
+def test_tiny_fit_reduces_the_loss(small_csv):
+    pl.seed_everything(0)
+    dm = ForecastDataModule(
+        data_path=str(small_csv), seq_len=48, label_len=12, pred_len=12, batch_size=16
+    )
+    dm.setup()
+    model = SpaceTime(seq_len=48, pred_len=12, **SMALL)
+    task = ForecastTask(model, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=1e-4))
+
+    def val_mse():
+        task.eval()
+        with torch.no_grad():
+            losses = [torch.nn.functional.mse_loss(*task._scored(b)) for b in dm.val_dataloader()]
+        task.train()
+        return torch.stack(losses).mean().item()
+
+    before = val_mse()
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(task, datamodule=dm)
+    after = val_mse()
+    print(before, after)
+    assert after < 0.5 * before
+
+
+def test_wrong_lookback_is_a_clear_error():
+    model = SpaceTime(seq_len=24, pred_len=6, **SMALL)
+    with pytest.raises(ValueError, match=r"x must have shape \[B, 24, C\]"):
+        model(torch.randn(1, 30, 3))
