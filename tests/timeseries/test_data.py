@@ -46,12 +46,18 @@ def test_lookback_longer_than_train_split_is_a_clear_error():
 )
 def test_window_counts_on_the_real_files(shared_data, file, seq_len, pred_len, expected):
     dm = ForecastDataModule(
-        file, root=str(shared_data / "timeseries"), seq_len=seq_len, label_len=seq_len // 2, pred_len=pred_len
+        file,
+        root=str(shared_data / "timeseries"),
+        seq_len=seq_len,
+        label_len=seq_len // 2,
+        pred_len=pred_len,
     )
     dm.setup("fit")
     assert tuple(len(dm.splits[s]) for s in ("train", "val", "test")) == expected
     assert len(dm.test_dataloader().dataset) == expected[2]
-    assert sum(len(b["x"]) for b in dm.test_dataloader()) == expected[2], "no test window is dropped"
+    assert sum(len(b["x"]) for b in dm.test_dataloader()) == expected[2], (
+        "no test window is dropped"
+    )
 
 
 def test_etth1_scaling_uses_training_rows_only_and_windows_line_up(shared_data):
@@ -80,7 +86,9 @@ def test_time_features_match_calendar_arithmetic():
     hourly = time_features(dates, "h")
     # 2016-07-01 is a Friday (dayofweek 4), day 183 of a leap year.
     np.testing.assert_allclose(hourly[0], [-0.5, 4 / 6 - 0.5, -0.5, 182 / 365 - 0.5], rtol=1e-6)
-    np.testing.assert_allclose(hourly[1], [0.5, 5 / 6 - 0.5, 30 / 30 - 0.5, 365 / 365 - 0.5], rtol=1e-6)
+    np.testing.assert_allclose(
+        hourly[1], [0.5, 5 / 6 - 0.5, 30 / 30 - 0.5, 365 / 365 - 0.5], rtol=1e-6
+    )
     minutely = time_features(dates, "t")
     assert minutely.shape == (2, 5)
     np.testing.assert_allclose(minutely[1, 0], 45 / 59 - 0.5, rtol=1e-6)
@@ -90,7 +98,12 @@ def test_time_features_match_calendar_arithmetic():
 
 def test_custom_csv_moves_target_last_and_modes(tmp_path):
     df = pd.DataFrame(
-        {"date": pd.date_range("2021-01-01", periods=300, freq="D"), "OT": np.arange(300.0), "a": 1.0, "b": 2.0}
+        {
+            "date": pd.date_range("2021-01-01", periods=300, freq="D"),
+            "OT": np.arange(300.0),
+            "a": 1.0,
+            "b": 2.0,
+        }
     )
     df["a"] = np.cos(np.arange(300))
     path = tmp_path / "custom.csv"
@@ -109,7 +122,10 @@ def test_custom_csv_moves_target_last_and_modes(tmp_path):
     "mutate,match",
     [
         (lambda df: df.drop(columns=["date"]), "no date column 'date'"),
-        (lambda df: df.assign(v0=np.where(np.arange(len(df)) == 7, np.nan, df["v0"])), r"missing values \(NaN\)"),
+        (
+            lambda df: df.assign(v0=np.where(np.arange(len(df)) == 7, np.nan, df["v0"])),
+            r"missing values \(NaN\)",
+        ),
         (lambda df: df.assign(v1="x"), r"non-numeric columns \['v1'\]"),
         (lambda df: df.drop(columns=["OT"]), "target column 'OT' not found"),
         (lambda df: df.assign(date="not a date"), "does not parse as dates"),

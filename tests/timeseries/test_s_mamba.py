@@ -12,12 +12,22 @@ def _mamba_params(d, d_state, d_conv, expand):
     # mamba-ssm's Mamba block: in_proj (no bias), depthwise conv (bias), x_proj (no bias),
     # dt_proj (bias), A_log, D, out_proj (no bias).
     di, r = expand * d, math.ceil(d / 16)
-    return d * 2 * di + (di * d_conv + di) + di * (r + 2 * d_state) + (r * di + di) + di * d_state + di + di * d
+    return (
+        d * 2 * di
+        + (di * d_conv + di)
+        + di * (r + 2 * d_state)
+        + (r * di + di)
+        + di * d_state
+        + di
+        + di * d
+    )
 
 
 def test_parameter_count_matches_the_official_architecture():
     L, H, d, d_ff, n_state, layers = 96, 96, 32, 48, 2, 2
-    model = create_model("s_mamba", seq_len=L, pred_len=H, d_model=d, d_ff=d_ff, d_state=n_state, e_layers=layers)
+    model = create_model(
+        "s_mamba", seq_len=L, pred_len=H, d_model=d, d_ff=d_ff, d_state=n_state, e_layers=layers
+    )
     per_layer = 2 * _mamba_params(d, n_state, 2, 1) + (d * d_ff + d_ff) + (d_ff * d + d) + 4 * d
     expected = (L * d + d) + layers * per_layer + 2 * d + (d * H + H)
     assert sum(p.numel() for p in model.parameters()) == expected
@@ -25,7 +35,9 @@ def test_parameter_count_matches_the_official_architecture():
 
 def test_layer_is_forward_plus_reversed_mamba_over_variates_without_mixer_dropout():
     torch.manual_seed(0)
-    model = create_model("s_mamba", seq_len=24, pred_len=6, d_model=16, d_ff=16, d_state=2, e_layers=1)
+    model = create_model(
+        "s_mamba", seq_len=24, pred_len=6, d_model=16, d_ff=16, d_state=2, e_layers=1
+    )
     block = model.blocks[0]
     assert block.mixer_dropout.p == 0.0 and block.dropout.p == 0.1
     fwd, bwd = [m for m in block.mixer.modules() if isinstance(m, Mamba)]

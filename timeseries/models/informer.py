@@ -1,0 +1,488 @@
+"""Informer: ProbSparse self-attention, self-attention distilling and a generative decoder.
+
+Zhou et al., "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting",
+AAAI 2021, arXiv 2012.07436. The network, as in Time-Series-Library's ``models/Informer.py`` (the
+code behind the published ETTh1 lookback-96 results, e.g. horizon 96: MSE 0.865, MAE 0.713):
+
+- **Embedding** (``DataEmbedding``): value tokens from a circular ``Conv1d(C, d_model, 3)``, plus
+  the sinusoidal position code, plus a time-stamp embedding -- ``Linear(F, d_model)`` of the
+  "timeF" features (``embed="timeF"``, data ``timeenc=1``) or sums of fixed sinusoidal
+  (``"fixed"``) / learned (``"learned"``) tables of the integer month, day, weekday, hour and
+  quarter-hour fields (data ``timeenc=0``); then dropout.
+- **Encoder**: ``e_layers`` post-norm layers of multi-head ProbSparse self-attention (the core
+  ``probsparse_attention`` mixer) + a GELU feed-forward, with a **distilling** layer between two
+  attention layers (``distil=True``): circular ``Conv1d(d, d, 3)`` -> ``BatchNorm1d`` -> ELU ->
+  ``MaxPool1d(3, stride 2, padding 1)``, which about halves the length; a final LayerNorm.
+- **Decoder** (generative inference): its input is the ``label_len`` start token (the end of the
+  lookback) followed by ``pred_len`` zeros, embedded like the encoder's; ``d_layers`` post-norm
+  layers of masked ProbSparse self-attention, attention over the encoder output and a
+  feed-forward; a final LayerNorm and ``Linear(d_model, C)``; the last ``pred_len`` steps are the
+  forecast, all produced in one forward pass.
+
+Two reference codes differ in details; ``variant`` picks one:
+
+- ``"tsl"`` (default; Time-Series-Library, which produced the published numbers): the decoder's
+  cross-attention is ProbSparse too; every ProbSparse layer reads its ``[B, H, L, d_head]``
+  context buffer as ``[B, L, H * d_head]`` (Informer's ``mix`` layout: TSL's ``ProbAttention``
+  returns the head-major buffer and its ``AttentionLayer`` views it as is); the distilling
+  convolution pads 2 steps circularly on each side, so a length ``L`` becomes ``(L + 1) // 2 + 1``
+  (96 -> 49); the token convolution and the timeF linear map have no bias.
+- ``"informer2020"`` (the authors' zhouhaoyi/Informer2020 on PyTorch >= 1.5): encoder ProbSparse
+  attention with the ordinary head layout, masked decoder self-attention with the ``mix`` layout,
+  full (softmax) cross-attention with dropout on its weights; the distilling convolution pads 1, so
+  ``L`` becomes ``(L - 1) // 2 + 1`` (96 -> 48); token convolution and timeF map with biases.
+
+Deviations: the fixed sinusoidal time-stamp tables are (unsaved) buffers rather than frozen
+parameters (same values, not listed by ``parameters()``); the position code is computed up to the
+longest length seen instead of being a fixed 5000-step table. ``mixer`` can replace the encoder's
+self-attention by any registered bidirectional mixer (ProbSparse is the paper's). Key sampling in
+ProbSparse attention is random (torch's global generator): seed it for reproducible outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mixerzoo.core.blocks import MLP, Block
+from mixerzoo.core.mixers.attention import Attention
+from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.probsparse_attention import ProbSparseAttention
+from mixerzoo.core.registry import create_mixer, register_model
+from mixerzoo.core.validation import check_tensor
+from mixerzoo.timeseries.data import time_features
+
+__all__ = [
+    "Informer",
+    "DataEmbedding",
+    "TokenEmbedding",
+    "TemporalEmbedding",
+    "DistillingLayer",
+    "InformerDecoderLayer",
+    "sinusoid_table",
+    "n_time_marks",
+]
+
+VARIANTS = ("tsl", "informer2020")
+EMBEDS = ("timeF", "fixed", "learned")
+
+
+def sinusoid_table(n_positions: int, d_model: int) -> torch.Tensor:
+    """Transformer sinusoid code ``[n_positions, d_model]``: ``sin`` on even, ``cos`` on odd columns.
+
+    Column ``2i`` is ``sin(p / 10000^(2i / d_model))`` and column ``2i + 1`` the matching cosine
+    (Vaswani et al. 2017), as Informer's ``PositionalEmbedding`` and ``FixedEmbedding``.
+    """
+    position = torch.arange(n_positions, dtype=torch.float32).unsqueeze(1)
+    inv_freq = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+    )
+    table = torch.zeros(n_positions, d_model)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
+    return table
+
+
+def n_time_marks(freq: str, timeenc: int) -> int:
+    """Number of time-stamp channels ``F`` that ``ForecastDataModule`` makes for ``freq``/``timeenc``.
+
+    Asked of ``time_features`` itself so that model and data cannot disagree (``"h"``: 4 timeF
+    features; integer fields: 4, or 5 with the quarter-hour for minute/second data).
+    """
+    return time_features(pd.DatetimeIndex(["2000-01-01"]), freq, timeenc).shape[1]
+
+
+class TokenEmbedding(nn.Module):
+    """Value embedding: circular ``Conv1d(c_in, d_model, 3)`` over time.
+
+    Kaiming-normal initialisation (fan-in, leaky-ReLU gain) as the reference code.
+
+    Shapes:
+        ``[B, L, c_in] -> [B, L, d_model]``.
+    """
+
+    def __init__(self, c_in: int, d_model: int, bias: bool = False):
+        super().__init__()
+        self.conv = nn.Conv1d(
+            c_in, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=bias
+        )
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+class TemporalEmbedding(nn.Module):
+    """Time-stamp embedding.
+
+    Args:
+        d_model: output width.
+        embed: ``"timeF"`` (``Linear(F, d_model)`` of the scaled calendar features, data
+            ``timeenc=1``), ``"fixed"`` (sum of frozen sinusoid tables indexed by the integer
+            month, day, weekday, hour and quarter-hour fields, data ``timeenc=0``) or ``"learned"``
+            (the same with trained tables).
+        freq: data frequency, fixing the number of mark channels.
+        bias: bias of the timeF linear map.
+
+    Shapes:
+        ``[B, L, F] -> [B, L, d_model]``.
+    """
+
+    # Table sizes of the integer fields, in the column order of ``time_features(timeenc=0)``.
+    FIELDS = (("month", 13), ("day", 32), ("weekday", 7), ("hour", 24), ("minute", 4))
+
+    def __init__(self, d_model: int, embed: str = "timeF", freq: str = "h", bias: bool = False):
+        super().__init__()
+        if embed not in EMBEDS:
+            raise ValueError(f"TemporalEmbedding: embed must be one of {EMBEDS}, got {embed!r}")
+        self.embed = embed
+        self.n_marks = n_time_marks(freq, 1 if embed == "timeF" else 0)
+        if embed == "timeF":
+            self.linear = nn.Linear(self.n_marks, d_model, bias=bias)
+            return
+        fields = self.FIELDS[: self.n_marks]
+        if embed == "fixed":
+            for name, size in fields:
+                self.register_buffer(
+                    f"{name}_table", sinusoid_table(size, d_model), persistent=False
+                )
+        else:
+            self.tables = nn.ModuleDict(
+                {name: nn.Embedding(size, d_model) for name, size in fields}
+            )
+        self.fields = fields
+
+    def forward(self, x_mark: torch.Tensor) -> torch.Tensor:
+        check_tensor("x_mark", x_mark, ("B", "L", self.n_marks), where="TemporalEmbedding")
+        if self.embed == "timeF":
+            return self.linear(x_mark)
+        if not torch.equal(x_mark, x_mark.round()) or bool((x_mark < 0).any()):
+            raise ValueError(
+                f"TemporalEmbedding(embed={self.embed!r}) needs the integer calendar fields "
+                f"(data timeenc=0), got non-integer marks; use embed='timeF' with timeenc=1"
+            )
+        index = x_mark.long()
+        out = 0.0
+        for i, (name, size) in enumerate(self.fields):
+            if bool((index[..., i] >= size).any()):
+                raise ValueError(f"TemporalEmbedding: {name} field out of range [0, {size})")
+            table = (
+                getattr(self, f"{name}_table")
+                if self.embed == "fixed"
+                else self.tables[name].weight
+            )
+            out = out + F.embedding(index[..., i], table)
+        return out
+
+
+class DataEmbedding(nn.Module):
+    """Token + (optional) position + time-stamp embedding, then dropout.
+
+    With ``positional=False`` it is Autoformer's ``DataEmbedding_wo_pos``. When ``x_mark`` is
+    ``None`` the time-stamp term is left out, as in the reference code.
+
+    Args:
+        c_in: input variables ``C``.
+        d_model: output width.
+        embed: ``"timeF"``, ``"fixed"`` or ``"learned"`` (see ``TemporalEmbedding``).
+        freq: data frequency.
+        dropout: dropout on the sum.
+        positional: add the sinusoidal position code.
+        token_bias: bias of the token convolution.
+        time_bias: bias of the timeF linear map.
+
+    Shapes:
+        ``forward(x [B, L, C], x_mark [B, L, F] | None) -> [B, L, d_model]``.
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        d_model: int,
+        embed: str = "timeF",
+        freq: str = "h",
+        dropout: float = 0.1,
+        positional: bool = True,
+        token_bias: bool = False,
+        time_bias: bool = False,
+    ):
+        super().__init__()
+        self.d_model, self.positional = d_model, positional
+        self.value_embedding = TokenEmbedding(c_in, d_model, bias=token_bias)
+        self.temporal_embedding = TemporalEmbedding(d_model, embed, freq, bias=time_bias)
+        self.dropout = nn.Dropout(dropout)
+        # Position code cache, grown on demand (a buffer so that it follows the module's device).
+        self.register_buffer("position_code", torch.zeros(0, d_model), persistent=False)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.value_embedding(x)
+        if self.positional:
+            if self.position_code.shape[0] < x.shape[1]:
+                self.position_code = sinusoid_table(x.shape[1], self.d_model).to(out.device)
+            out = out + self.position_code[: x.shape[1]].to(out.dtype)
+        if x_mark is not None:
+            out = out + self.temporal_embedding(x_mark)
+        return self.dropout(out)
+
+
+class DistillingLayer(nn.Module):
+    """Self-attention distilling: ``Conv1d(k=3, circular) -> BatchNorm1d -> ELU -> MaxPool1d(3, 2, 1)``.
+
+    Args:
+        d_model: width.
+        padding: circular padding of the convolution on each side: 1 keeps the length (output
+            ``(L - 1) // 2 + 1``), 2 (Time-Series-Library) adds two steps (``(L + 1) // 2 + 1``).
+
+    Shapes:
+        ``[B, L, d_model] -> [B, L', d_model]``.
+    """
+
+    def __init__(self, d_model: int, padding: int = 1):
+        super().__init__()
+        self.conv = nn.Conv1d(
+            d_model, d_model, kernel_size=3, padding=padding, padding_mode="circular"
+        )
+        self.norm = nn.BatchNorm1d(d_model)
+        self.act = nn.ELU()
+        self.pool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pool(self.act(self.norm(self.conv(x.transpose(1, 2)))))
+        return y.transpose(1, 2)
+
+
+def full_cross_attention(
+    attn: Attention, queries: torch.Tensor, memory: torch.Tensor
+) -> torch.Tensor:
+    """Softmax attention of ``queries`` over ``memory`` with the projections of an ``Attention`` mixer.
+
+    The core ``attention`` mixer is a self-attention (``forward(x)``); this applies the same
+    projections and scaled dot-product attention (dropout on the weights in training) with keys
+    and values from another sequence.
+
+    Shapes:
+        ``queries [B, L_Q, D], memory [B, L_K, D] -> [B, L_Q, D]``.
+    """
+    b, l_q, d = queries.shape
+    l_k = memory.shape[1]
+    h = attn.n_heads
+    q = attn.q_proj(queries).view(b, l_q, h, d // h).transpose(1, 2)
+    k = attn.k_proj(memory).view(b, l_k, h, d // h).transpose(1, 2)
+    v = attn.v_proj(memory).view(b, l_k, h, d // h).transpose(1, 2)
+    y = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
+    return attn.out_proj(y.transpose(1, 2).reshape(b, l_q, d))
+
+
+class InformerDecoderLayer(nn.Module):
+    """Post-norm decoder layer: self-attention, cross-attention over the encoder output, feed-forward.
+
+    ``x = norm1(x + drop(self_attn(x)))``; ``x = norm2(x + drop(cross(x, memory)))``;
+    ``x = norm3(x + drop(mlp(x)))``, with ``mlp = Linear -> act -> dropout -> Linear`` (the
+    reference's two kernel-1 convolutions).
+
+    Args:
+        d_model: width.
+        self_attention: masked ProbSparse self-attention mixer.
+        cross_attention: a ``ProbSparseAttention`` (uses its ``attend``) or an ``Attention`` (full
+            softmax attention with its projections).
+        d_ff: feed-forward width.
+        activation: feed-forward activation.
+        dropout: dropout on each residual branch and inside the feed-forward.
+
+    Shapes:
+        ``forward(x [B, L_dec, D], memory [B, L_enc, D]) -> [B, L_dec, D]``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        self_attention: Mixer,
+        cross_attention: ProbSparseAttention | Attention,
+        d_ff: int,
+        activation: str = "gelu",
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.self_attention, self.cross_attention = self_attention, cross_attention
+        self.mlp = MLP(d_model, d_ff, activation, dropout)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.self_attention(x)[0]))
+        if isinstance(self.cross_attention, ProbSparseAttention):
+            cross = self.cross_attention.attend(x, memory, memory)
+        else:
+            cross = full_cross_attention(self.cross_attention, x, memory)
+        x = self.norm2(x + self.dropout(cross))
+        return self.norm3(x + self.dropout(self.mlp(x)))
+
+
+@register_model("informer", domain="timeseries")
+class Informer(nn.Module):
+    """Informer forecaster (see the module docstring; defaults: Time-Series-Library's ETTh1 recipe).
+
+    Args:
+        seq_len: lookback ``L``.
+        pred_len: horizon ``H``.
+        label_len: decoder start-token length (the last ``label_len`` lookback steps).
+        enc_in: number of variables ``C`` (input and output).
+        d_model: model width.
+        n_heads: attention heads.
+        e_layers: encoder layers.
+        d_layers: decoder layers.
+        d_ff: feed-forward width.
+        factor: ProbSparse sampling factor ``c`` (``c ln L`` sampled keys and active queries;
+            TSL's scripts use 3, Informer2020's default is 5).
+        dropout: dropout on embeddings, residual branches, feed-forwards (and the full
+            cross-attention weights of ``"informer2020"``).
+        activation: feed-forward activation.
+        distil: distilling layers between encoder layers.
+        embed: time-stamp embedding: ``"timeF"`` (data ``timeenc=1``), ``"fixed"`` or ``"learned"``
+            (data ``timeenc=0``).
+        freq: data frequency (number of time-stamp channels).
+        variant: ``"tsl"`` or ``"informer2020"`` (see the module docstring).
+        mixer: encoder self-mixer; ``"probsparse_attention"`` is the paper's, any registered
+            bidirectional mixer may replace it.
+        mixer_kwargs: extra arguments of the encoder mixer.
+
+    Shapes:
+        ``forward(x [B, L, C], x_mark [B, L, F] | None, x_dec [B, label_len + H, C] | None,
+        x_mark_dec [B, label_len + H, F] | None) -> [B, H, C]``. Without ``x_dec`` the decoder
+        input is built from ``x`` (its last ``label_len`` steps, then zeros), which is what the
+        data protocol's ``x_dec`` holds.
+    """
+
+    def __init__(
+        self,
+        seq_len: int = 96,
+        pred_len: int = 96,
+        label_len: int = 48,
+        enc_in: int = 7,
+        d_model: int = 512,
+        n_heads: int = 8,
+        e_layers: int = 2,
+        d_layers: int = 1,
+        d_ff: int = 2048,
+        factor: int = 3,
+        dropout: float = 0.1,
+        activation: str = "gelu",
+        distil: bool = True,
+        embed: str = "timeF",
+        freq: str = "h",
+        variant: str = "tsl",
+        mixer: str = "probsparse_attention",
+        mixer_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"Informer: variant must be one of {VARIANTS}, got {variant!r}")
+        if not 0 <= label_len <= seq_len:
+            raise ValueError(
+                f"Informer: label_len must be in [0, seq_len={seq_len}], got {label_len}"
+            )
+        if e_layers < 1 or d_layers < 1:
+            raise ValueError(
+                f"Informer: e_layers and d_layers must be >= 1, got {e_layers}, {d_layers}"
+            )
+        self.seq_len, self.pred_len, self.label_len, self.enc_in = (
+            seq_len,
+            pred_len,
+            label_len,
+            enc_in,
+        )
+        self.variant = variant
+        tsl = variant == "tsl"
+        embed_kwargs = dict(
+            embed=embed, freq=freq, dropout=dropout, token_bias=not tsl, time_bias=not tsl
+        )
+        self.enc_embedding = DataEmbedding(enc_in, d_model, **embed_kwargs)
+        self.dec_embedding = DataEmbedding(enc_in, d_model, **embed_kwargs)
+
+        kwargs = dict(mixer_kwargs or {})
+        if mixer == "probsparse_attention":
+            # ProbSparse attention: the references never apply its dropout (dropout=0.0).
+            kwargs = {"n_heads": n_heads, "factor": factor, "mix": tsl, **kwargs}
+        elif mixer == "attention":
+            kwargs = {"n_heads": n_heads, "dropout": dropout, **kwargs}
+        self.encoder = nn.ModuleList(
+            Block(
+                d_model,
+                mixer,
+                kwargs,
+                d_ff=d_ff,
+                activation=activation,
+                dropout=dropout,
+                prenorm=False,
+            )
+            for _ in range(e_layers)
+        )
+        self.distilling = nn.ModuleList(
+            DistillingLayer(d_model, padding=2 if tsl else 1)
+            for _ in range(e_layers - 1 if distil else 0)
+        )
+        self.encoder_norm = nn.LayerNorm(d_model)
+
+        def cross() -> nn.Module:
+            if tsl:
+                return ProbSparseAttention(d_model, n_heads, factor=factor, mix=True)
+            return Attention(d_model, n_heads, dropout=dropout)
+
+        self.decoder = nn.ModuleList(
+            InformerDecoderLayer(
+                d_model,
+                create_mixer(
+                    "probsparse_attention",
+                    d_model,
+                    n_heads=n_heads,
+                    factor=factor,
+                    masked=True,
+                    mix=True,
+                ),
+                cross(),
+                d_ff,
+                activation,
+                dropout,
+            )
+            for _ in range(d_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(d_model)
+        self.projection = nn.Linear(d_model, enc_in)
+
+    def encode(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder output ``[B, L', d_model]`` (``L'`` shortened by each distilling layer)."""
+        h = self.enc_embedding(x, x_mark)
+        for i, block in enumerate(self.encoder):
+            h, _ = block(h)
+            if i < len(self.distilling):
+                h = self.distilling[i](h)
+        return self.encoder_norm(h)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_mark: torch.Tensor | None = None,
+        x_dec: torch.Tensor | None = None,
+        x_mark_dec: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        where = "Informer"
+        check_tensor("x", x, ("B", self.seq_len, self.enc_in), where=where)
+        b, dec_len = x.shape[0], self.label_len + self.pred_len
+        if x_mark is not None:
+            check_tensor("x_mark", x_mark, (b, self.seq_len, "F"), where=where)
+        if x_dec is None:
+            start = x[:, self.seq_len - self.label_len :]
+            x_dec = torch.cat([start, x.new_zeros(b, self.pred_len, self.enc_in)], dim=1)
+        check_tensor("x_dec", x_dec, (b, dec_len, self.enc_in), where=where)
+        if x_mark_dec is not None:
+            check_tensor("x_mark_dec", x_mark_dec, (b, dec_len, "F"), where=where)
+        memory = self.encode(x, x_mark)
+        h = self.dec_embedding(x_dec, x_mark_dec)
+        for layer in self.decoder:
+            h = layer(h, memory)
+        return self.projection(self.decoder_norm(h))[:, -self.pred_len :]
