@@ -50,5 +50,7 @@ def resolve_backend(
         if backend is None:
             # An environment-wide default that this op lacks falls back quietly to the fast path.
             return "chunk" if "chunk" in available else available[0]
-        raise ValueError(f"{op}: backend {choice!r} is not implemented; available: {tuple(available)}")
+        raise ValueError(
+            f"{op}: backend {choice!r} is not implemented; available: {tuple(available)}"
+        )
     return choice
