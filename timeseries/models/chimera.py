@@ -52,6 +52,7 @@ from torch import nn
 from mixerzoo.core.mixers.ssm2d import SSM2D
 from mixerzoo.core.registry import register_model
 from mixerzoo.core.validation import check_tensor
+from mixerzoo.timeseries.models.window_norm import denormalize_window, normalize_window
 
 __all__ = ["Chimera", "ChimeraLayer", "trailing_moving_average"]
 
@@ -256,10 +257,8 @@ class Chimera(nn.Module):
     ) -> torch.Tensor:
         check_tensor("x", x, ("B", self.seq_len, "C"), where="Chimera")
         if self.use_norm:
-            means = x.mean(dim=1, keepdim=True).detach()
-            stdev = torch.sqrt(torch.var(x - means, dim=1, keepdim=True, unbiased=False) + 1e-5)
-            x = (x - means) / stdev
+            x, stats = normalize_window(x)
         out = self.decode(self.encode(x))
         if self.use_norm:
-            out = out * stdev + means
+            out = denormalize_window(out, stats)
         return out

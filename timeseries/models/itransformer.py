@@ -23,6 +23,7 @@ from torch import nn
 from mixerzoo.core.blocks import Block
 from mixerzoo.core.registry import register_model
 from mixerzoo.core.validation import check_tensor
+from mixerzoo.timeseries.models.window_norm import denormalize_window, normalize_window
 
 __all__ = ["ITransformer"]
 
@@ -105,10 +106,7 @@ class ITransformer(nn.Module):
         check_tensor("x", x, ("B", self.seq_len, "C"), where="ITransformer")
         n_vars = x.shape[-1]
         if self.use_norm:
-            means = x.mean(dim=1, keepdim=True).detach()
-            x = x - means
-            stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5)
-            x = x / stdev
+            x, stats = normalize_window(x)
         tokens = x.transpose(1, 2)  # [B, C, L]
         if self.use_marks and x_mark is not None:
             check_tensor("x_mark", x_mark, (x.shape[0], self.seq_len, "F"), where="ITransformer")
@@ -118,5 +116,5 @@ class ITransformer(nn.Module):
             h, _ = block(h)
         out = self.projector(self.norm(h)).transpose(1, 2)[:, :, :n_vars]  # [B, H, C]
         if self.use_norm:
-            out = out * stdev + means
+            out = denormalize_window(out, stats)
         return out
