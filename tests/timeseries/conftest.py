@@ -3,6 +3,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from mixerzoo.timeseries import ForecastDataModule, ForecastTask
 
 
 def make_csv(
@@ -24,3 +29,36 @@ def make_csv(
 @pytest.fixture
 def small_csv(tmp_path) -> Path:
     return make_csv(tmp_path / "toy.csv")
+
+
+def _val_mse(task: ForecastTask, dm: ForecastDataModule) -> float:
+    task.eval()
+    torch.manual_seed(0)  # models that sample at inference (ProbSparse) evaluate reproducibly
+    with torch.no_grad():
+        losses = [F.mse_loss(*task._scored(batch)) for batch in dm.val_dataloader()]
+    task.train()
+    return torch.stack(losses).mean().item()
+
+
+@pytest.fixture
+def tiny_fit():
+    """``tiny_fit(model, dm, optimizer, max_epochs) -> (val MSE before, val MSE after)``: a short
+    ``ForecastTask`` fit on the CPU, for tests that a model learns a learnable signal."""
+
+    def run(model, dm: ForecastDataModule, optimizer, max_epochs: int = 2) -> tuple[float, float]:
+        task = ForecastTask(model, optimizer=optimizer)
+        dm.setup()
+        before = _val_mse(task, dm)
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
+        trainer.fit(task, datamodule=dm)
+        return before, _val_mse(task, dm)
+
+    return run

@@ -3,12 +3,11 @@
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from mixerzoo.core import create_model
 from mixerzoo.core.mixers.attention import Attention
 from mixerzoo.core.mixers.autocorrelation import AutoCorrelation
-from mixerzoo.timeseries import ForecastDataModule, ForecastTask
+from mixerzoo.timeseries import ForecastDataModule
 from mixerzoo.timeseries.models.autoformer import (
     Autoformer,
     SeasonalLayerNorm,
@@ -169,31 +168,10 @@ def test_wrong_lookback_is_a_clear_error():
         Autoformer(**SMALL)(torch.randn(1, 20, 3))
 
 
-def _val_mse(task, loader):
-    task.eval()
-    with torch.no_grad():
-        errs = [F.mse_loss(task(b), b["y"][:, -12:]) for b in loader]
-    task.train()
-    return torch.stack(errs).mean().item()
-
-
-def test_tiny_fit_reduces_the_loss(small_csv):
+def test_tiny_fit_reduces_the_loss(small_csv, tiny_fit):
     pl.seed_everything(0)
-    dm = ForecastDataModule(
-        data_path=str(small_csv), seq_len=24, label_len=12, pred_len=12, batch_size=16
-    )
+    dm = ForecastDataModule(str(small_csv), seq_len=24, label_len=12, pred_len=12, batch_size=16)
     dm.setup()
     model = Autoformer(**{**SMALL, "enc_in": dm.n_features}, dropout=0.0)
-    task = ForecastTask(model, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
-    before = _val_mse(task, dm.val_dataloader())
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(task, datamodule=dm)
-    assert _val_mse(task, dm.val_dataloader()) < 0.5 * before
+    before, after = tiny_fit(model, dm, lambda p: torch.optim.Adam(p, lr=3e-3))
+    assert after < 0.5 * before

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mixerzoo.core import create_model
-from mixerzoo.timeseries import ForecastDataModule, ForecastTask
+from mixerzoo.timeseries import ForecastDataModule
 from mixerzoo.timeseries.models.chimera import Chimera, trailing_moving_average
 
 SMALL = dict(d_model=8, d_state=4, e_layers=1, moving_avg=5, dropout=0.0)
@@ -110,34 +110,11 @@ def test_deterministic_under_seed():
         assert not torch.allclose(a(x), c(x))
 
 
-def test_tiny_fit_reduces_the_loss(small_csv):
+def test_tiny_fit_reduces_the_loss(small_csv, tiny_fit):
     pl.seed_everything(0)
-    dm = ForecastDataModule(
-        data_path=str(small_csv), seq_len=24, label_len=12, pred_len=6, batch_size=32
-    )
-    dm.setup()
+    dm = ForecastDataModule(str(small_csv), seq_len=24, label_len=12, pred_len=6, batch_size=32)
     model = Chimera(seq_len=24, pred_len=6, **SMALL)
-    task = ForecastTask(model, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
-
-    def val_mse():
-        task.eval()
-        with torch.no_grad():
-            losses = [F.mse_loss(*task._scored(b)) for b in dm.val_dataloader()]
-        task.train()
-        return torch.stack(losses).mean().item()
-
-    before = val_mse()
-    trainer = pl.Trainer(
-        max_epochs=4,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(task, datamodule=dm)
-    after = val_mse()
+    before, after = tiny_fit(model, dm, lambda p: torch.optim.Adam(p, lr=3e-3), max_epochs=4)
     assert after < 0.5 * before
 
 

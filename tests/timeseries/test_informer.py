@@ -5,12 +5,11 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from mixerzoo.core import create_model
 from mixerzoo.core.mixers.attention import Attention
 from mixerzoo.core.mixers.probsparse_attention import ProbSparseAttention
-from mixerzoo.timeseries import ForecastDataModule, ForecastTask
+from mixerzoo.timeseries import ForecastDataModule
 from mixerzoo.timeseries.models.informer import (
     DataEmbedding,
     DistillingLayer,
@@ -227,33 +226,10 @@ def test_encoder_mixer_can_be_replaced():
     assert model(*_batch()).shape == (2, 12, 3)
 
 
-def _val_mse(task, loader):
-    task.eval()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        errs = [F.mse_loss(task(b), b["y"][:, -12:]) for b in loader]
-    task.train()
-    return torch.stack(errs).mean().item()
-
-
-def test_tiny_fit_reduces_the_loss(small_csv):
+def test_tiny_fit_reduces_the_loss(small_csv, tiny_fit):
     pl.seed_everything(0)
-    dm = ForecastDataModule(
-        data_path=str(small_csv), seq_len=24, label_len=12, pred_len=12, batch_size=16
-    )
+    dm = ForecastDataModule(str(small_csv), seq_len=24, label_len=12, pred_len=12, batch_size=16)
     dm.setup()
     model = Informer(**{**SMALL, "enc_in": dm.n_features}, dropout=0.0)
-    task = ForecastTask(model, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
-    before = _val_mse(task, dm.val_dataloader())
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(task, datamodule=dm)
-    after = _val_mse(task, dm.val_dataloader())
+    before, after = tiny_fit(model, dm, lambda p: torch.optim.Adam(p, lr=3e-3))
     assert after < 0.5 * before

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from mixerzoo.core import create_model
-from mixerzoo.timeseries import ForecastDataModule, ForecastTask
+from mixerzoo.timeseries import ForecastDataModule
 from mixerzoo.timeseries.models.spacetime import SpaceTime
 
 SMALL = dict(d_model=16, d_state=8, first_layer_heads=4, max_avg_window=12, dropout=0.0)
@@ -149,35 +149,12 @@ def test_deterministic_under_seed():
         assert not torch.allclose(a(x), c(x))
 
 
-def test_tiny_fit_reduces_the_loss(small_csv):
+def test_tiny_fit_reduces_the_loss(small_csv, tiny_fit):
     pl.seed_everything(0)
-    dm = ForecastDataModule(
-        data_path=str(small_csv), seq_len=48, label_len=12, pred_len=12, batch_size=16
-    )
-    dm.setup()
+    dm = ForecastDataModule(str(small_csv), seq_len=48, label_len=12, pred_len=12, batch_size=16)
     model = SpaceTime(seq_len=48, pred_len=12, **SMALL)
-    task = ForecastTask(model, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=1e-4))
-
-    def val_mse():
-        task.eval()
-        with torch.no_grad():
-            losses = [torch.nn.functional.mse_loss(*task._scored(b)) for b in dm.val_dataloader()]
-        task.train()
-        return torch.stack(losses).mean().item()
-
-    before = val_mse()
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(task, datamodule=dm)
-    after = val_mse()
-    print(before, after)
+    optimizer = lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=1e-4)  # noqa: E731
+    before, after = tiny_fit(model, dm, optimizer, max_epochs=3)
     assert after < 0.5 * before
 
 
