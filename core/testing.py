@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["TOLERANCES", "tolerance", "assert_close"]
+__all__ = ["TOLERANCES", "tolerance", "assert_close", "outputs_and_grads"]
 
 # (rtol, atol) per dtype: fp32 paths that reorder sums (chunked scans, FFT convolutions) stay
 # within ~1e-5 relative of the step-by-step reference; half precision within a few ulps of 1e-3.
@@ -57,3 +57,39 @@ def assert_close(
     torch.testing.assert_close(
         actual.to(common), expected.to(common), rtol=rtol, atol=atol, msg=lambda m: f"{msg}\n{m}"
     )
+
+
+def _fresh_leaves(x):
+    if x is None:
+        return None
+    if isinstance(x, (tuple, list)):
+        return tuple(_fresh_leaves(item) for item in x)
+    return x.detach().clone().requires_grad_()
+
+
+def _flatten(x) -> list:
+    if isinstance(x, (tuple, list)):
+        return [leaf for item in x for leaf in _flatten(item)]
+    return [x]
+
+
+def outputs_and_grads(fn, inputs, weights):
+    """Run ``fn(*inputs)`` on fresh leaf copies and backpropagate ``sum_i <output_i, weight_i>``.
+
+    Used to compare the gradients of two implementations of an op with random output weights.
+
+    Args:
+        fn: the op; it may return a tensor or (nested) tuples of tensors.
+        inputs: tensors, ``None`` (passed through) or tuples of tensors (e.g. a state).
+        weights: one tensor per output tensor, in flattened order.
+
+    Returns:
+        (detached outputs, flattened; gradient of every flattened input, ``None`` for ``None``).
+    """
+    leaves = [_fresh_leaves(x) for x in inputs]
+    outputs = _flatten(fn(*leaves))
+    if len(outputs) != len(weights):
+        raise ValueError(f"{len(outputs)} outputs but {len(weights)} weights")
+    sum((out * w).sum() for out, w in zip(outputs, weights)).backward()
+    grads = [None if leaf is None else leaf.grad for leaf in _flatten(leaves)]
+    return [out.detach() for out in outputs], grads

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import mixerzoo.core.ops.gla as gla_ops
 from mixerzoo.core.ops.gla import chunk_gla, gla, naive_gla, parallel_gla
 from mixerzoo.core.ops.retention import naive_retention
-from mixerzoo.core.testing import assert_close
+from mixerzoo.core.testing import assert_close, outputs_and_grads
 
 F64 = torch.float64
 
@@ -29,25 +29,18 @@ def _inputs(b, h, t, dk, dv, dtype=F64, with_state=True, gate_shift=0.0):
     return q, k, v, g, s0
 
 
-def _run_with_grads(fn, inputs, o_weight, s_weight):
-    leaves = [x.detach().clone().requires_grad_() if x is not None else None for x in inputs]
-    o, s = fn(*leaves)
-    ((o * o_weight).sum() + (s * s_weight).sum()).backward()
-    return o.detach(), s.detach(), [x.grad if x is not None else None for x in leaves]
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("with_state", [False, True])
 def test_recurrent_parallel_chunk_agree(shape, with_state):
     b, h, t, dk, dv = shape
     inputs = _inputs(*shape, with_state=with_state)
     o_w, s_w = torch.randn(b, h, t, dv, dtype=F64), torch.randn(b, h, dk, dv, dtype=F64)
-    ref_o, ref_s, ref_g = _run_with_grads(naive_gla, inputs, o_w, s_w)
+    (ref_o, ref_s), ref_g = outputs_and_grads(naive_gla, inputs, (o_w, s_w))
     forms = {"parallel": parallel_gla}
     for c in CHUNKS:
         forms[f"chunk{c}"] = lambda *a, c=c: chunk_gla(*a, chunk_size=c)
     for name, fn in forms.items():
-        o, s, grads = _run_with_grads(fn, inputs, o_w, s_w)
+        (o, s), grads = outputs_and_grads(fn, inputs, (o_w, s_w))
         assert_close(o, ref_o, msg=f"{name}: output")
         assert_close(s, ref_s, msg=f"{name}: final state")
         for arg, g, g_ref in zip(("q", "k", "v", "g", "initial_state"), grads, ref_g):

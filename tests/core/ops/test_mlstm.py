@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import mixerzoo.core.ops.mlstm as mlstm_ops
 from mixerzoo.core.ops.mlstm import chunk_mlstm, mlstm, naive_mlstm, parallel_mlstm
-from mixerzoo.core.testing import assert_close
+from mixerzoo.core.testing import assert_close, outputs_and_grads
 
 F64 = torch.float64
 
@@ -34,18 +34,6 @@ def _inputs(b, h, t, dk, dv, dtype=F64, with_state=True, gate_scale=2.0):
     return q, k, v, log_i, log_f, state
 
 
-def _run_with_grads(fn, q, k, v, log_i, log_f, state, weights):
-    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v, log_i, log_f)]
-    state_leaves = (
-        None if state is None else tuple(x.detach().clone().requires_grad_() for x in state)
-    )
-    h, (c, n, m) = fn(*leaves, state_leaves)
-    loss = sum((x * w).sum() for x, w in zip((h, c, n, m), weights))
-    loss.backward()
-    grads = [x.grad for x in leaves] + ([] if state is None else [x.grad for x in state_leaves])
-    return [x.detach() for x in (h, c, n, m)], grads
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("with_state", [False, True])
 def test_recurrent_parallel_chunk_agree(shape, with_state):
@@ -57,16 +45,20 @@ def test_recurrent_parallel_chunk_agree(shape, with_state):
         torch.randn(b, h, dk, dtype=F64),
         torch.randn(b, h, dtype=F64),
     ]
-    ref_out, ref_grads = _run_with_grads(naive_mlstm, *inputs, weights)
+    ref_out, ref_grads = outputs_and_grads(naive_mlstm, inputs, weights)
     forms = {"parallel": parallel_mlstm}
     for c in CHUNKS:
         forms[f"chunk{c}"] = lambda *a, c=c: chunk_mlstm(*a, chunk_size=c)
     names = ("q", "k", "v", "log_i", "log_f", "C0", "n0", "m0")
     for name, fn in forms.items():
-        out, grads = _run_with_grads(fn, *inputs, weights)
+        out, grads = outputs_and_grads(fn, inputs, weights)
         for label, x, x_ref in zip(("h", "C", "n", "m"), out, ref_out):
             assert_close(x, x_ref, msg=f"{name}: {label}")
+        assert len(grads) == len(ref_grads)
         for arg, g, g_ref in zip(names, grads, ref_grads):
+            if g_ref is None:  # no initial state given
+                assert g is None
+                continue
             assert_close(g, g_ref, msg=f"{name}: grad of {arg}")
 
 
