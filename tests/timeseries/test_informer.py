@@ -10,14 +10,13 @@ from mixerzoo.core import create_model
 from mixerzoo.core.mixers.attention import Attention
 from mixerzoo.core.mixers.probsparse_attention import ProbSparseAttention
 from mixerzoo.timeseries import ForecastDataModule
-from mixerzoo.timeseries.models.informer import (
+from mixerzoo.timeseries.models.embed import (
     DataEmbedding,
-    DistillingLayer,
-    Informer,
     TemporalEmbedding,
     TokenEmbedding,
     sinusoid_table,
 )
+from mixerzoo.timeseries.models.informer import DistillingLayer, Informer
 
 SMALL = dict(seq_len=24, pred_len=12, label_len=12, enc_in=3, d_model=16, n_heads=2, d_ff=32)
 

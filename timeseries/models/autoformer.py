@@ -44,7 +44,7 @@ from mixerzoo.core.mixers.autocorrelation import AutoCorrelation
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import create_mixer, register_model
 from mixerzoo.core.validation import check_tensor
-from mixerzoo.timeseries.models.informer import DataEmbedding
+from mixerzoo.timeseries.models.embed import DataEmbedding
 
 __all__ = [
     "Autoformer",
