@@ -7,8 +7,9 @@ Dao, Goel and Ré, 2023, arXiv 2303.09489). Each head is a discrete SSM
 
 with ``S`` the down-shift matrix and a learnable last column ``a`` (a companion matrix, whose
 characteristic polynomial has the coefficients ``a``: it can express AR, MA, ARIMA and exponential
-smoothing). ``a``, ``b``, ``c`` are "xavier" initialised (uniform in ``+-1/sqrt(N)``) and ``d`` (the
-skip) to ones, as in the paper's code. Heads are shared by ``d_model / n_heads`` consecutive
+smoothing). ``a``, ``b``, ``c`` are initialised uniform in ``+-1/sqrt(N)`` (the official code's
+"xavier" option; its published configs use ``kernel_init: normal``, which the SpaceTime model
+applies) and ``d`` (the skip) to ones. Heads are shared by ``d_model / n_heads`` consecutive
 channels (``n_heads = d_model``: one SSM per channel).
 
 Parallel form: the kernel ``K_j = c^T A^j b`` from Krylov vectors (``core.ops.companion``),
