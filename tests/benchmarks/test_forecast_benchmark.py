@@ -1,0 +1,54 @@
+"""benchmarks/forecast.py: per-dataset configs, the official per-horizon settings, the written table."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "forecast_bench", REPO / "benchmarks" / "forecast.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_per_horizon_settings_name_real_arguments_and_configs():
+    bench = _load_benchmark()
+    for (model, dataset), by_horizon in bench.PER_HORIZON.items():
+        config, exact = bench.config_for(model, dataset)
+        assert exact, f"{model} on {dataset} has per-horizon settings but no config of its own"
+        text = config.read_text()
+        for settings in by_horizon.values():
+            for key in settings:
+                # every overridden argument is spelled out in the config it modifies
+                assert f"{key.rsplit('.', 1)[-1]}:" in text, (config.name, key)
+
+
+@pytest.mark.slow
+def test_benchmark_applies_the_official_horizon_setting(shared_data, tmp_path):
+    """iTransformer ETTh1-336 runs with d_model = d_ff = 512 (official script), not the config's 256."""
+    bench = _load_benchmark()
+    csv_path = shared_data / "timeseries" / "ETTh1.csv"
+    bench.main(
+        [
+            "--models", "itransformer", "--csv", str(csv_path), "--horizons", "336",
+            "--max-epochs", "1", "--limit-train-batches", "2", "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    with open(tmp_path / "forecast_etth1.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["config"] == "itransformer_etth1.yaml, d_model 512, d_ff 512"
+    # parameters of an iTransformer with d_model = d_ff = 512, 96 -> 336, 2 layers (closed form):
+    d, L, H = 512, 96, 336
+    layer = 4 * (d * d + d) + (d * d + d) * 2 + 2 * 2 * d  # attention + FFN + two LayerNorms
+    expected = (L * d + d) + 2 * layer + 2 * d + (d * H + H)
+    assert int(row["params"]) == expected
+    assert row["published_mse"] == "0.487"
+    assert 0 < float(row["mse"]) < 3
+    assert (tmp_path / "forecast_etth1.md").read_text().count("\n") == 3
