@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import create_mixer
 
@@ -82,7 +83,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(d_model, d_ff)
         self.act = get_activation(activation)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.fc2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,8 +152,8 @@ class Block(nn.Module):
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.mlp = MLP(d_model, d_ff, activation, dropout) if d_ff > 0 else None
         self.norm2 = make_norm(norm, d_model, norm_eps) if self.mlp is not None else None
-        self.dropout = nn.Dropout(dropout)
-        self.mixer_dropout = nn.Dropout(dropout if mixer_dropout is None else mixer_dropout)
+        self.dropout = Dropout(dropout)
+        self.mixer_dropout = Dropout(dropout if mixer_dropout is None else mixer_dropout)
         self.drop_path = DropPath(drop_path)
 
     @property

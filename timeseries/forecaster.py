@@ -353,7 +353,9 @@ class Forecaster(BaseEstimator):
         pl.seed_everything(self.seed, verbose=False)
         dm.setup("fit")
         net = create_model(self.model, **self._resolved_model_kwargs(dm.n_features, dm.freq))
-        task = ForecastTask(net, optimizer=functools.partial(torch.optim.Adam, lr=self.lr))
+        task = ForecastTask(
+            net, optimizer=functools.partial(torch.optim.Adam, lr=self.lr, fused=True)
+        )
         has_val = "val" in dm.splits
         with tempfile.TemporaryDirectory() as tmp, _quiet_lightning(not self.progress_bar):
             callbacks = []

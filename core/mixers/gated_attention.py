@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
@@ -118,7 +119,7 @@ class FFConvM(nn.Module):
         self.norm = _make_norm(norm, dim_in)
         self.linear = nn.Linear(dim_in, dim_out)
         self.conv = ConvModule(dim_out, kernel_size) if conv else nn.Identity()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.conv(F.silu(self.linear(self.norm(x)))))
@@ -284,7 +285,7 @@ class GatedAttention(Mixer):
         self.to_qk = FFConvM(d_model, query_key_dim, **ff)
         self.qk_offset_scale = OffsetScale(query_key_dim, heads=4)
         self.to_out = FFConvM(hidden // 2, d_model, **ff)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
         self.check_input(x)

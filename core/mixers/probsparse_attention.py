@@ -31,9 +31,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.dropout import dropout
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
@@ -117,7 +117,7 @@ def prob_sparse_attention(
         context = v.mean(dim=2, keepdim=True).expand(b, h, l_q, d)
     attn = torch.softmax(scores, dim=-1)
     if dropout_p > 0.0:
-        attn = F.dropout(attn, p=dropout_p, training=True)
+        attn = dropout(attn, p=dropout_p, training=True)
     active = torch.matmul(attn, v).to(context.dtype)
     context = context.scatter(2, index.unsqueeze(-1).expand(b, h, u, d), active)
     return context, index

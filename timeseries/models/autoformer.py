@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixerzoo.core.blocks import get_activation
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.mixers.autocorrelation import AutoCorrelation
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import create_mixer, register_model
@@ -121,7 +122,7 @@ class _FeedForward(nn.Module):
         self.fc1 = nn.Linear(d_model, d_ff, bias=False)
         self.act = get_activation(activation)
         self.fc2 = nn.Linear(d_ff, d_model, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.dropout(self.act(self.fc1(x)))))
@@ -155,7 +156,7 @@ class AutoformerEncoderLayer(nn.Module):
         self.mixer = mixer
         self.ffn = _FeedForward(d_model, d_ff, activation, dropout)
         self.decomp1, self.decomp2 = SeriesDecomp(moving_avg), SeriesDecomp(moving_avg)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self.decomp1(x + self.dropout(self.mixer(x)[0]))
@@ -198,7 +199,7 @@ class AutoformerDecoderLayer(nn.Module):
         self.self_correlation, self.cross_correlation = self_correlation, cross_correlation
         self.ffn = _FeedForward(d_model, d_ff, activation, dropout)
         self.decomp1, self.decomp2, self.decomp3 = (SeriesDecomp(moving_avg) for _ in range(3))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.trend_projection = nn.Conv1d(
             d_model, c_out, kernel_size=3, padding=1, padding_mode="circular", bias=False
         )

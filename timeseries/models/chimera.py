@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.mixers.ssm2d import SSM2D
 from mixerzoo.core.registry import register_model
 from mixerzoo.core.validation import check_tensor
@@ -130,7 +131,7 @@ class ChimeraLayer(nn.Module):
         _set_time_steps(self.trend_head, *trend_dt)
         _set_time_steps(self.seasonal_head, *seasonal_dt)
         self.gate = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         z = self.norm(h)
@@ -194,7 +195,7 @@ class Chimera(nn.Module):
         self.seq_len, self.pred_len, self.use_norm = seq_len, pred_len, use_norm
         self.decoder_kind = decoder
         self.embedding = nn.Linear(1, d_model)
-        self.embed_dropout = nn.Dropout(dropout)
+        self.embed_dropout = Dropout(dropout)
         self.layers = nn.ModuleList(
             ChimeraLayer(
                 d_model,

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.validation import check_tensor
 from mixerzoo.timeseries.data import time_features
 
@@ -163,7 +164,7 @@ class DataEmbedding(nn.Module):
         self.d_model, self.positional = d_model, positional
         self.value_embedding = TokenEmbedding(c_in, d_model, bias=token_bias)
         self.temporal_embedding = TemporalEmbedding(d_model, embed, freq, bias=time_bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # Position code cache, grown on demand (a buffer so that it follows the module's device).
         self.register_buffer("position_code", torch.zeros(0, d_model), persistent=False)
 

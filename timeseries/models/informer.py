@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixerzoo.core.blocks import MLP, Block
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.mixers.attention import Attention
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.mixers.probsparse_attention import ProbSparseAttention
@@ -145,7 +146,7 @@ class InformerDecoderLayer(nn.Module):
         self.self_attention, self.cross_attention = self_attention, cross_attention
         self.mlp = MLP(d_model, d_ff, activation, dropout)
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.self_attention(x)[0]))

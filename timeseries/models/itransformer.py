@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mixerzoo.core.blocks import Block
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.registry import register_model
 from mixerzoo.core.validation import check_tensor
 from mixerzoo.timeseries.models.window_norm import denormalize_window, normalize_window
@@ -79,7 +80,7 @@ class ITransformer(nn.Module):
         if mixer == "attention":
             kwargs = {"n_heads": n_heads, "dropout": dropout, **kwargs}
         self.embedding = nn.Linear(seq_len, d_model)
-        self.embed_dropout = nn.Dropout(dropout)
+        self.embed_dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(
                 d_model,

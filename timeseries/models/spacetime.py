@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.mixers.companion_ssm import CompanionSSM
 from mixerzoo.core.ops.companion import differencing_kernel, moving_average_residual_kernel
 from mixerzoo.core.ops.s4d import causal_conv
@@ -158,7 +159,7 @@ class SpaceTimeLayer(nn.Module):
         super().__init__()
         self.pre = preprocess
         self.ssm = CompanionSSM(d_model, d_state=d_state, n_heads=n_heads, norm_a=True, skip=True)
-        self.mlp = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, d_model))
+        self.mlp = nn.Sequential(nn.GELU(), Dropout(dropout), nn.Linear(d_model, d_model))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         z = self.pre(u) if self.pre is not None else u
@@ -229,7 +230,7 @@ class SpaceTime(nn.Module):
         self.decoder = CompanionSSM(
             d_model, d_state=d_state, n_heads=d_model, norm_a=True, skip=False, feedback=True
         )
-        self.output = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, 1))
+        self.output = nn.Sequential(nn.GELU(), Dropout(dropout), nn.Linear(d_model, 1))
         if init == "normal":
             with torch.no_grad():
                 for ssm in [layer.ssm for layer in self.encoder] + [self.decoder]:

@@ -139,3 +139,41 @@ def test_gradcheck(training):
     assert torch.autograd.gradcheck(
         lambda q, k, v: auto_correlation(q, k, v, factor=1, training=training), (q, k, v)
     )
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_aggregation_gradients_equal_the_roll_loop(training):
+    """The FFT delay sum has the gradients of the official roll-and-add loop (values and corr)."""
+    values = _randn(3, 2, 4, 12, seed=20).requires_grad_()
+    corr = _randn(3, 2, 4, 12, seed=21).requires_grad_()
+    agg = time_delay_agg_training if training else time_delay_agg_inference
+    grad_out = _randn(3, 2, 4, 12, seed=22)
+    fast = torch.autograd.grad((agg(values, corr, 4) * grad_out).sum(), (values, corr))
+
+    mean = corr.mean(dim=(1, 2))
+    if training:
+        delays = torch.topk(mean.mean(dim=0), 4).indices.expand(3, -1)
+        weights = torch.softmax(torch.gather(mean, 1, delays), dim=-1)
+    else:
+        top, delays = torch.topk(mean, 4, dim=-1)
+        weights = torch.softmax(top, dim=-1)
+    loop = torch.stack(
+        [
+            sum(
+                torch.roll(values[b], -int(delays[b, i]), dims=-1) * weights[b, i] for i in range(4)
+            )
+            for b in range(3)
+        ]
+    )
+    slow = torch.autograd.grad((loop * grad_out).sum(), (values, corr))
+    for got, want in zip(fast, slow):
+        assert_close(got, want)
+
+
+def test_aggregation_keeps_low_precision_dtypes():
+    values = _randn(2, 2, 3, 10, seed=23).to(torch.bfloat16)
+    corr = _randn(2, 2, 3, 10, seed=24).to(torch.bfloat16)
+    out = time_delay_agg_inference(values, corr, 3)
+    assert out.dtype == torch.bfloat16
+    expected = time_delay_agg_inference(values.double(), corr.double(), 3)
+    assert_close(out, expected.to(torch.bfloat16))
