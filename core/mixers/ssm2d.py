@@ -1,22 +1,33 @@
 """Chimera's 2-D selective state-space model as a mixer.
 
 Follows "Chimera: Effectively Modeling Multivariate Time Series with 2-Dimensional State Space
-Models" (Behrouz, Santacatterina and Zabih, 2024, arXiv 2406.04320). A multivariate series is a
-grid of tokens ``x[t, v]`` (time ``t``, variate ``v``). The 2-D SSM carries a state ``h1`` along
-time and a state ``h2`` along variates (``core.ops.ssm2d.ssm2d_scan``):
+Models" (Behrouz, Santacatterina and Zabih, NeurIPS 2024, arXiv 2406.04320). A multivariate
+series is a grid of tokens ``x[t, v]`` (time ``t``, variate ``v``). The 2-D SSM carries a state
+``h1`` along time and a state ``h2`` along variates (``core.ops.ssm2d.ssm2d_scan``):
 
     h1[t,v] = abar1 h1[t-1,v] + (abar1 - 1)/A1 (A2 h2[t-1,v] + B1 x[t,v])
     h2[t,v] = abar4 h2[t,v-1] + (abar4 - 1)/A4 (A3 h1[t,v-1] + B2 x[t,v])
     y[t,v]  = C1 h1[t,v] + C2 h2[t,v]
 
-with diagonal ``A1 .. A4`` and, as in the paper, input-dependent (selective) step sizes
-``dt1 = softplus(.)``, ``dt2 = softplus(.)`` and vectors ``B1, B2, C1, C2``, all linear functions of
-the token. Variates have no natural order, so (as in the paper) a forward and a backward module
-along the variate axis are summed: the mixer is causal in time and bidirectional across
-variates, hence ``causal = False`` (no ``step``).
+with diagonal ``A1 .. A4`` (data-independent parameters) and input-dependent (selective) step
+sizes ``dt1 = softplus(.)``, ``dt2 = softplus(.)`` and vectors ``B1, B2, C1, C2``, all linear
+functions of the token. Variates have no natural order, so a forward and a backward module along
+the variate axis are added: the mixer is causal in time and bidirectional across variates, hence
+``causal = False`` (no ``step``).
 
-Around the scan, a Mamba-style gated block: ``in_proj`` to ``(u, z)`` of width ``E = expand * D``,
-``u = silu(u)``, the two 2-D SSMs plus a ``D`` skip, times ``silu(z)``, ``out_proj`` back to ``D``.
+From the paper (through the descriptions available here, see ``core.ops.ssm2d`` for the
+provenance): the neighbour structure above (``h1`` from the previous time step of the same
+variate, weighted by ``A1`` on ``h1`` and ``A2`` on ``h2``; ``h2`` from the previous variate at
+the same time step, through ``A3``, ``A4``); zero-order-hold discretisation with one step size per
+axis; ``B_i``, ``C_i``, ``Delta_i`` functions of the input; separate forward and backward modules
+over the variates.
+
+Reconstruction (not verified against the paper's equations): the Mamba-style gated block around
+the scan (``in_proj`` to ``(u, z)`` of width ``E = expand * D``, ``u = silu(u)``, the two 2-D SSMs
+plus a ``D`` skip, times ``silu(z)``, ``out_proj`` back to ``D``); summing the two directions; the
+projections that produce ``dt1, dt2, B, C``; the initialisation (``A1``, ``A4``: Mamba's
+S4D-Real ``-(n + 1)``; couplings ``A2``, ``A3``: half of it; Mamba's ``dt`` initialisation);
+no depthwise convolution before the scan.
 
 Shapes:
     ``forward(x [B, T, D])`` treats the sequence as time with a single variate (``V = 1``).
@@ -25,11 +36,12 @@ Shapes:
 
 Deviations / simplifications (documented on purpose):
     - The paper's Chimera layer combines several 2-D SSM heads with different discretisations
-      (long-term progression vs. seasonal patterns) and a variate-selection head; this mixer is
-      one bidirectional 2-D selective SSM. The Chimera model stacks/combines mixers for its heads.
-    - The discretisation of the coupling terms is per-axis ZOH (see ``core.ops.ssm2d``); ``A1``,
-      ``A4`` use the Mamba S4D-Real initialisation ``-(n + 1)``, couplings ``A2``, ``A3`` start at
-      half of it; no depthwise convolution before the scan.
+      (long-term progression vs. seasonal patterns; the paper is described as three-headed);
+      this mixer is one bidirectional 2-D selective SSM and the Chimera model combines two of
+      them per layer.
+    - The paper restricts the time-axis matrices ``A1``, ``A2`` to a structured form (to recover
+      autoregressive processes) and uses diagonal ``A3``, ``A4``; here all four are diagonal.
+    - The discretisation of the coupling terms is per-axis ZOH (see ``core.ops.ssm2d``).
     - The fast path is an exact loop over the shorter axis with a linear scan along the other,
       not the paper's fused 2-D parallel scan.
 """

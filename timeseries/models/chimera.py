@@ -5,9 +5,9 @@ Behrouz, Santacatterina and Zabih, "Chimera: Effectively Modeling Multivariate T
 tokens ``x[t, v]``; every layer runs 2-D SSMs (``ssm2d`` mixer, ``core.ops.ssm2d``) whose state
 ``h1`` moves along time and ``h2`` across variates, with input-dependent ``B, C`` and step sizes
 ``Delta_1`` (time) and ``Delta_2`` (variates), causal in time and made bidirectional over the
-variates (a forward and a backward module, summed) because variates have no order.
+variates (a forward and a backward module) because variates have no order.
 
-What this file builds, per the paper's description:
+What this file builds:
 
 1. Per-window normalisation (subtract each variate's lookback mean, divide by its std; undone
    on the forecast).
@@ -15,10 +15,9 @@ What this file builds, per the paper's description:
 3. ``e_layers`` Chimera layers (pre-norm, residual). A layer decomposes its input along time
    into a trend (trailing moving average of ``moving_avg`` steps) and a seasonal part (the
    rest), runs the **trend head** (a 2-D SSM whose time steps ``Delta_1`` start small,
-   ``trend_dt``: long memory, the paper's "long-term progression") on the trend and the
-   **seasonal head** (``Delta_1`` larger, ``seasonal_dt``: the paper's "seasonal patterns") on
-   the seasonal part, adds them, and lets a data-dependent gate ``sigmoid(W h)`` decide how much
-   of it enters the residual stream.
+   ``trend_dt``: long-term progression) on the trend and the **seasonal head** (``Delta_1``
+   larger, ``seasonal_dt``: seasonal patterns) on the seasonal part, adds them, and lets a
+   data-dependent gate ``sigmoid(W h)`` decide how much of it enters the residual stream.
 4. Forecasting head: the paper's multivariate **closed loop** (``decoder="closed_loop"``): a 2-D
    SSM decoder layer reads the encoder output over the lookback, its output at the last step is
    the first forecast, and it then runs on its own predicted inputs ``u_{t+1} = LN(K y_t)`` (all
@@ -29,16 +28,35 @@ What this file builds, per the paper's description:
 Everything inside the encoder is causal in time (trailing average, time-causal scans,
 position-wise maps), so the closed loop can continue it step by step.
 
-Reconstruction, stated plainly: the equations and appendix of the paper could not be read here
-(no full text in the stored sources; no official code was found). The overall design above is
-taken from the paper's abstract and figure descriptions (two input-dependent 2-D SSM heads with
-different discretisations for long-term progression and seasonality, bidirectional over
-variates, trend/seasonal decomposition, data-dependent gating, multivariate closed-loop
-forecasting); the exact 2-D discretisation is that of ``core.ops.ssm2d`` (per-axis zero-order
-hold, diagonal ``A1..A4``); the decomposition (trailing moving average, per layer), the two step
-size ranges, the gate form, the decoder feedback ``LN(K y)`` (without the LayerNorm the loop
-diverged within a few training steps), the per-window normalisation and the embedding are
-documented choices, not verified against the paper. Time features (marks) are not used.
+Provenance, stated plainly. The paper's full text (Sections 3-4, equations, appendix with
+hyperparameters) could not be read here: the stored arXiv/OpenReview copies hold only the
+abstract and first page, the equations of the one detailed third-party summary are images, and
+no official code was found (none linked from the first author's publication page; no
+repository in the stored index). What the available descriptions of the paper do establish,
+and what this model follows:
+
+- Abstract (arXiv 2406.04320): two input-dependent 2-D SSM heads with different discretisation
+  processes, for long-term progression and for seasonal patterns; a 2-D parallel selective scan.
+- Figure 1 and the Section 3 description, as summarised in third-party write-ups (e.g. D. Gizlyk,
+  "Neural Networks in Trading: Two-Dimensional Connection Space Models (Chimera)", MQL5 article
+  17210, 2025): zero-order-hold discretisation along each axis with steps ``Delta_1`` (time) and
+  ``Delta_2`` (variates); a smaller ``Delta_1`` captures long-term progression and a larger one
+  seasonal patterns (hence ``trend_dt`` below ``seasonal_dt``); ``B_i, C_i, Delta_i`` functions
+  of the input; separate forward and backward modules along the variate axis; a stack of 2-D SSM
+  layers with nonlinearities in between, several 2-D SSMs per layer; a trend/seasonal
+  decomposition.
+- The figure on page 9 and summaries of the architecture: bidirectional recurrence along the
+  variates, a multivariate closed loop for forecasting, data-dependent gating, separate trend and
+  seasonal modules.
+
+Still reconstruction (documented choices, not verified against the paper): the decomposition
+(trailing moving average, per layer), the two step-size ranges, the gate form, how the two
+variate directions and the two heads are combined (summed), the decoder feedback ``LN(K y)``
+(without the LayerNorm the loop diverged within a few training steps), the per-window
+normalisation, the embedding, and all hyperparameters. The paper is described as *three*-headed;
+only the two heads above are known well enough to build, so no third head is implemented. The
+structure of the transition matrices is simplified as stated in ``core.ops.ssm2d``. Time features
+(marks) are not used.
 """
 
 from __future__ import annotations
@@ -220,7 +238,8 @@ class Chimera(nn.Module):
                 backend=backend,
             )
             # The predicted next input lives where the real ones do, after the encoder's final
-            # LayerNorm; normalising it also keeps the feedback loop from blowing up over the horizon.
+            # LayerNorm; normalising it also keeps the feedback loop from blowing up over the
+            # horizon.
             self.feedback = nn.Sequential(nn.Linear(d_model, d_model), nn.LayerNorm(d_model))
             self.head = nn.Linear(d_model, 1)
         else:

@@ -1,10 +1,11 @@
 """2-D selective state-space scan over a (time x variate) grid (Chimera).
 
 Follows the 2-D SSM of "Chimera: Effectively Modeling Multivariate Time Series with 2-Dimensional
-State Space Models" (Behrouz, Santacatterina and Zabih, 2024, arXiv 2406.04320): a Roesser-type
-2-D system with a state ``h1`` carried along time and a state ``h2`` carried along variates,
-input-dependent step sizes, input and output vectors, and diagonal state matrices. For every
-batch, channel ``e`` and state index ``n`` (all products elementwise, ``A*`` of shape ``[E, N]``):
+State Space Models" (Behrouz, Santacatterina and Zabih, NeurIPS 2024, arXiv 2406.04320): a
+Roesser-type 2-D system with a state ``h1`` carried along time and a state ``h2`` carried along
+variates, input-dependent step sizes, input and output vectors, and diagonal state matrices. For
+every batch, channel ``e`` and state index ``n`` (all products elementwise, ``A*`` of shape
+``[E, N]``):
 
     abar1 = exp(dt1[t,v] A1),                 abar4 = exp(dt2[t,v] A4)
     h1[t,v] = abar1 h1[t-1,v] + (abar1 - 1)/A1 (A2 h2[t-1,v] + B1[t,v] x[t,v])
@@ -15,10 +16,19 @@ i.e. each equation is discretised by zero-order hold along its own axis (step ``
 ``dt2`` across variates), treating the other state and the input as held. With ``A2 = A3 = 0``
 it splits into two Mamba-style selective SSMs, one along time and one along variates.
 
-Deviation: the paper states the discretised recurrence with generic ``Abar_i``/``Bbar_i`` and
-its own parallel 2-D scan; the exact discretisation of the coupling matrices ``A2``, ``A3`` is
-taken here as the per-axis ZOH above. The fast path is not the paper's 2-D parallel scan but
-exact loop-plus-scan (see ``chunk.py``).
+Provenance. The paper's equations could not be read here (the stored arXiv and OpenReview copies
+hold only the abstract and first page, the one detailed third-party summary, MQL5 article 17210
+by D. Gizlyk, 2025, shows them as images, and no official code was found). What that summary
+and the paper's abstract and Figure 1 establish, and this op follows: the continuous 2-D SSM is
+discretised by zero-order hold with step sizes ``Delta_1`` (time) and ``Delta_2`` (variates);
+``h1[t,v]`` carries temporal information, built from the previous time step of the same variate
+with ``A1`` weighting past ``h1`` and ``A2`` past ``h2``; ``h2[t,v]`` carries cross-variate
+information, built from the previous variate at the same time step through ``A3``, ``A4``;
+``B_i``, ``C_i``, ``Delta_i`` may be functions of the input. Not established, hence
+reconstruction: the exact discretised form of the coupling terms (here ``A2``, ``A3`` enter the
+ZOH input term of their equation, the held-input reading of ZOH) and of ``Bbar_i``; the paper's
+structured (non-diagonal) ``A1``, ``A2``, reduced here to diagonals. The fast path is not the
+paper's 2-D parallel scan but an exact loop-plus-scan (see ``chunk.py``).
 
 Backends: ``"naive"`` (double loop) and ``"chunk"`` (loop over the shorter axis, ``linear_scan``
 along the other).

@@ -1,8 +1,11 @@
 """2-D selective SSM scan: loop+scan (both loop axes) vs the naive double loop (outputs, final
 states, gradients of every input), gradcheck, the decoupled closed form (A2 = A3 = 0 gives two
-1-D selective SSMs), causality in time and across variates, and state carried over time."""
+1-D selective SSMs), a 2 x 2 grid written out by hand (the coupling neighbours), causality in time
+and across variates, and state carried over time."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -89,6 +92,50 @@ def test_decoupled_closed_form():
             inp = (a - 1) / A4 * B2[b, t, :, None, :] * x[b, t, :, :, None]
             expected[b, t] += (_selective_1d(a, inp) * C2[b, t, :, None, :]).sum(-1)
     assert_close(y, expected)
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunk"])
+def test_two_by_two_grid_by_hand(backend):
+    """The neighbour structure the paper describes, written out cell by cell on a 2 x 2 grid
+    (one channel, one state): h1 from the previous time step of the same variate (A1 on h1, A2
+    on h2), h2 from the previous variate at the same time step (A3 on h1, A4 on h2)."""
+    x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, _, _ = _inputs(1, 2, 2, 1, 1, seed=11)
+    y, (h1_last, h2_last) = ssm2d_scan(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, backend=backend)
+    a1_, a2_, a3_, a4_ = (float(m) for m in (A1, A2, A3, A4))
+
+    def cell(t, v):
+        e1, e4 = math.exp(float(dt1[0, t, v, 0]) * a1_), math.exp(float(dt2[0, t, v, 0]) * a4_)
+        return e1, (e1 - 1) / a1_, e4, (e4 - 1) / a4_, float(x[0, t, v, 0])
+
+    def b1(t, v):
+        return float(B1[0, t, v, 0])
+
+    def b2(t, v):
+        return float(B2[0, t, v, 0])
+
+    e1, g1, e4, g4, u = cell(0, 0)
+    h1_00, h2_00 = g1 * b1(0, 0) * u, g4 * b2(0, 0) * u
+    e1, g1, e4, g4, u = cell(0, 1)
+    h1_01 = g1 * b1(0, 1) * u
+    h2_01 = e4 * h2_00 + g4 * (a3_ * h1_00 + b2(0, 1) * u)
+    e1, g1, e4, g4, u = cell(1, 0)
+    h1_10 = e1 * h1_00 + g1 * (a2_ * h2_00 + b1(1, 0) * u)
+    h2_10 = g4 * b2(1, 0) * u
+    e1, g1, e4, g4, u = cell(1, 1)
+    h1_11 = e1 * h1_01 + g1 * (a2_ * h2_01 + b1(1, 1) * u)
+    h2_11 = e4 * h2_10 + g4 * (a3_ * h1_10 + b2(1, 1) * u)
+    h1 = {(0, 0): h1_00, (0, 1): h1_01, (1, 0): h1_10, (1, 1): h1_11}
+    h2 = {(0, 0): h2_00, (0, 1): h2_01, (1, 0): h2_10, (1, 1): h2_11}
+    want = torch.tensor(
+        [
+            [float(C1[0, t, v, 0]) * h1[t, v] + float(C2[0, t, v, 0]) * h2[t, v] for v in (0, 1)]
+            for t in (0, 1)
+        ],
+        dtype=torch.float64,
+    )
+    assert_close(y[0, :, :, 0], want)
+    assert_close(h1_last.flatten(), torch.tensor([h1_10, h1_11], dtype=torch.float64))
+    assert_close(h2_last.flatten(), torch.tensor([h2_10, h2_11], dtype=torch.float64))
 
 
 def test_causal_in_time_and_across_variates():
