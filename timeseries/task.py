@@ -1,13 +1,15 @@
 """The forecasting LightningModule and its prediction writer.
 
-``ForecastTask`` owns the loss (MSE on scaled values), the metrics (MSE and MAE averaged over all
-windows, steps and variables of a split, exactly as Time-Series-Library computes them over its
-concatenated predictions; also in original units), the optimiser and scheduler (from the config)
-and ``predict``. Models stay plain ``nn.Module``s.
+``ForecastTask`` owns the loss (MSE on scaled values, or the model's own training objective when it
+defines one, see ``ForecastTask``), the metrics (MSE and MAE averaged over all windows, steps and
+variables of a split, exactly as Time-Series-Library computes them over its concatenated
+predictions; also in original units), the optimiser and scheduler (from the config) and
+``predict``. Models stay plain ``nn.Module``s.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
@@ -36,8 +39,22 @@ class ForecastTask(pl.LightningModule):
         score_target_only: score only the last (target) column; ``None`` follows the data module
             (True for features ``S``/``MS``).
 
-    Logged metrics: ``train_loss``; ``val_loss`` (= ``val_mse``), ``val_mae``; ``test_mse``,
-    ``test_mae`` on scaled values and ``test_mse_orig``, ``test_mae_orig`` in original units.
+    Training objective: MSE of the forecast on the horizon (scaled values), unless the model
+    defines its own objective, the hook
+
+        ``training_loss(x, y, x_mark=None, x_dec=None, x_mark_dec=None) -> (loss, pred)``
+
+    with the same inputs as ``forward`` and ``y [B, H, C]`` the horizon truth (scaled values);
+    ``loss`` is the scalar to minimise and ``pred [B, H, C]`` the horizon forecast of that pass.
+    Models use it for the objective of their paper (e.g. SpaceTime's RMSE plus lag-window terms).
+    The hook sees every variable, so when only the target is scored (``score_target_only`` with
+    more than one variable, features ``MS``) the task keeps MSE on the target and warns.
+    Validation and test always score the horizon forecast with MSE/MAE (the benchmark protocol),
+    whatever the training objective.
+
+    Logged metrics: ``train_loss`` (the training objective); ``val_loss`` (= ``val_mse``),
+    ``val_mae``; ``test_mse``, ``test_mae`` on scaled values and ``test_mse_orig``,
+    ``test_mae_orig`` in original units.
     """
 
     def __init__(
@@ -56,6 +73,7 @@ class ForecastTask(pl.LightningModule):
         self.val_metrics = _metrics("val_")
         self.test_metrics = _metrics("test_")
         self.test_metrics_orig = _metrics("test_")
+        self._warned_target_only = False
 
     # --- data-module coupling -------------------------------------------------------------
     @property
@@ -78,12 +96,16 @@ class ForecastTask(pl.LightningModule):
             self.score_target_only = bool(getattr(dm, "target_only_output", False))
 
     # --- core -----------------------------------------------------------------------------
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _model_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+        """``(x, x_mark, x_dec, x_mark_dec)`` of the common forecasting interface."""
         x, y = batch["x"], batch["y"]
         label_len = y.shape[1] - self._pred_len()
         # Decoder input: the known start token followed by zeros (Informer/Autoformer convention).
         x_dec = torch.cat([y[:, :label_len], torch.zeros_like(y[:, label_len:])], dim=1)
-        return self.model(x, batch.get("x_mark"), x_dec, batch.get("y_mark"))
+        return x, batch.get("x_mark"), x_dec, batch.get("y_mark")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(*self._model_inputs(batch))
 
     def _pred_len(self) -> int:
         pred_len = getattr(self.model, "pred_len", None)
@@ -94,21 +116,48 @@ class ForecastTask(pl.LightningModule):
             raise ValueError("cannot tell the horizon: give the model a pred_len attribute")
         return int(pred_len)
 
-    def _scored(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = self(batch)
-        true = batch["y"][:, -pred.shape[1] :]
+    @staticmethod
+    def _check_shapes(pred: torch.Tensor, true: torch.Tensor) -> None:
         if pred.shape != true.shape:
             raise ValueError(
                 f"model output {tuple(pred.shape)} does not match the target {tuple(true.shape)}; "
                 f"check pred_len and the number of variables"
             )
+
+    def _scored(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = self(batch)
+        true = batch["y"][:, -pred.shape[1] :]
+        self._check_shapes(pred, true)
         if self.score_target_only:
             pred, true = pred[..., -1:], true[..., -1:]
         return pred, true
 
+    def _model_objective(self, batch: dict[str, torch.Tensor]) -> Callable[..., Any] | None:
+        """The model's ``training_loss`` hook, or ``None`` when the task's MSE applies."""
+        objective = getattr(self.model, "training_loss", None)
+        if not callable(objective):
+            return None
+        if self.score_target_only and batch["y"].shape[-1] > 1:
+            if not self._warned_target_only:
+                rank_zero_warn(
+                    f"{type(self.model).__name__}.training_loss scores every variable but only "
+                    f"the target is scored here (score_target_only); training with MSE on the "
+                    f"target instead"
+                )
+                self._warned_target_only = True
+            return None
+        return objective
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        pred, true = self._scored(batch)
-        loss = nn.functional.mse_loss(pred, true)
+        objective = self._model_objective(batch)
+        if objective is None:
+            pred, true = self._scored(batch)
+            loss = nn.functional.mse_loss(pred, true)
+        else:
+            x, x_mark, x_dec, x_mark_dec = self._model_inputs(batch)
+            true = batch["y"][:, -self._pred_len() :]
+            loss, pred = objective(x, true, x_mark, x_dec, x_mark_dec)
+            self._check_shapes(pred, true)
         self.log("train_loss", loss, prog_bar=True, batch_size=pred.shape[0])
         return loss
 

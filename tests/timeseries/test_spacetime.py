@@ -1,5 +1,6 @@
 """SpaceTime: shapes, parameter count, preprocessing kernels, closed-loop decoding (== step-by-step
-feedback, and exact on an AR process), mean transform, determinism, and a tiny fit."""
+feedback, and exact on an AR process), mean transform, determinism, the official training objective
+(each term against an explicit recurrence), and a tiny fit."""
 
 import numpy as np
 import pytest
@@ -147,6 +148,105 @@ def test_deterministic_under_seed():
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
         assert not torch.allclose(a(x), c(x))
+
+
+def _objective_case(seq_len=20, pred_len=5, **kw):
+    torch.manual_seed(3)
+    model = SpaceTime(seq_len=seq_len, pred_len=pred_len, e_layers=2, **{**SMALL, **kw}).double()
+    x = torch.randn(2, seq_len, 3, dtype=torch.float64) + 4.0  # an offset: the mean transform acts
+    y = torch.randn(2, pred_len, 3, dtype=torch.float64) + 4.0
+    return model, x, y
+
+
+def _term(model, x, y, weights):
+    model.criterion_weights = weights
+    loss, _ = model.training_loss(x, y)
+    return loss
+
+
+def test_horizon_term_is_the_rmse_of_the_forecast():
+    model, x, y = _objective_case()
+    loss, pred = model.training_loss(x, y, None, torch.zeros(2, 9, 3), None)
+    torch.testing.assert_close(pred, model(x))
+    expected = ((model(x) - y) ** 2).mean().sqrt()  # one RMSE over batch, steps and variables
+    torch.testing.assert_close(_term(model, x, y, (1.0, 0.0, 0.0)), expected)
+
+
+def _decoder_recurrence(model, x):
+    """Per series: lookback u [N, L], mean [N], encoder output z [N, L, D], and step by step over
+    the lag window the decoder outputs c . h_t and predicted next inputs k . h_t, [N, L, D]."""
+    n, length = x.shape[0] * x.shape[2], x.shape[1]
+    u = x.transpose(1, 2).reshape(n, length)
+    mean = u.mean(1)
+    z = model.encode((u - mean[:, None]).unsqueeze(-1))
+    dec = model.decoder
+    k = dec.k[dec.head_of_channel]  # the L1-normalised feedback vector of each channel
+    state, outs, nexts = None, [], []
+    for t in range(length):
+        y_t, state = dec.step(z[:, t], state)
+        outs.append(y_t)
+        nexts.append((state * k).sum(-1))
+    return u, mean, z, torch.stack(outs, 1), torch.stack(nexts, 1)
+
+
+def test_lag_output_term_compares_open_loop_next_step_outputs_with_the_next_value():
+    model, x, y = _objective_case()
+    with torch.no_grad():
+        u, mean, _, outs, _ = _decoder_recurrence(model, x)
+        truth = y.transpose(1, 2).reshape(6, 5)
+        d, length = model.decoder.d_state, 20
+        sq = []
+        # Open-loop output at lag step t (t = d-1 .. L-1) predicts the value at t + 1; at t = L-1
+        # that is the first horizon value.
+        for t in range(d - 1, length):
+            pred_t = model.output(outs[:, t]).squeeze(-1) + mean
+            true_t = u[:, t + 1] if t + 1 < length else truth[:, 0]
+            sq.append((pred_t - true_t) ** 2)
+        expected = torch.stack(sq).mean().sqrt()
+        torch.testing.assert_close(_term(model, x, y, (0.0, 1.0, 0.0)), expected)
+
+
+def test_next_input_term_compares_k_dot_state_with_the_next_decoder_input():
+    model, x, y = _objective_case()
+    with torch.no_grad():
+        _, _, z, _, nexts = _decoder_recurrence(model, x)
+        d, length = model.decoder.d_state, 20
+        sq = [(nexts[:, t] - z[:, t + 1]) ** 2 for t in range(d - 1, length - 1)]
+        expected = torch.stack(sq).mean().sqrt()
+        torch.testing.assert_close(_term(model, x, y, (0.0, 0.0, 1.0)), expected)
+        # The decoder input is not the series: the term lives in the encoder's D channels.
+        assert z.shape[-1] == SMALL["d_model"]
+
+
+def test_objective_is_the_weighted_sum_of_the_three_terms():
+    model, x, y = _objective_case()
+    with torch.no_grad():
+        terms = [_term(model, x, y, w) for w in ((1.0, 0, 0), (0, 1.0, 0), (0, 0, 1.0))]
+        assert all(t > 0 for t in terms)
+        torch.testing.assert_close(
+            _term(model, x, y, (2.0, 0.5, 3.0)), 2.0 * terms[0] + 0.5 * terms[1] + 3.0 * terms[2]
+        )
+    assert SpaceTime(seq_len=20, pred_len=5, **SMALL).criterion_weights == (1.0, 1.0, 1.0)
+
+
+def test_objective_trains_the_feedback_vector_through_the_next_input_term():
+    model, x, y = _objective_case()
+    model.criterion_weights = (0.0, 0.0, 1.0)
+    model.training_loss(x, y)[0].backward()
+    grad = model.decoder.parametrizations.k.original.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_objective_errors_are_clear():
+    model, x, y = _objective_case(seq_len=8, pred_len=5)  # seq_len == d_state: no lag terms
+    with pytest.raises(ValueError, match=r"need seq_len > d_state"):
+        model.training_loss(x, y)
+    model.criterion_weights = (1.0, 0.0, 0.0)
+    assert torch.isfinite(model.training_loss(x, y)[0])
+    with pytest.raises(ValueError, match=r"y must have shape \[2, 5, 3\]"):
+        model.training_loss(x, y[:, :4])
+    with pytest.raises(ValueError, match="criterion_weights must be three numbers"):
+        SpaceTime(seq_len=20, pred_len=5, criterion_weights=(1.0, 1.0), **SMALL)
 
 
 def test_tiny_fit_reduces_the_loss(small_csv, tiny_fit):

@@ -30,10 +30,35 @@ Multivariate batches are handled channel-independently: each variate is one univ
 through the same network (the published ETTh1 numbers are univariate, ``features S``; this keeps
 exactly that network for ``M``).
 
+Training objective (``training_loss``, used by ``ForecastTask``; official ``train/step/informer.py``
+with the README's ``--loss informer_rmse --criterion_weights 1 1 1``), with ``RMSE(p, q) =
+sqrt(mean((p - q)^2))`` over every element of a batch and ``d = d_state`` burn-in steps (the
+official ``kernel_dim`` of the first encoder SSM):
+
+    ``w0 * RMSE(forecast[L .. L+H-1], y) + w1 * RMSE(open[d-1 .. L-1], series[d .. L])
+    + w2 * RMSE(next[d-1 .. L-2], z[d .. L-1])``
+
+- horizon: the closed-loop forecast against the horizon truth;
+- lag outputs: the decoder's open-loop output ``c . h_t`` at lag step ``t`` (state from the observed
+  inputs up to ``t``), through the output MLP, predicts the series at ``t + 1``; the last one
+  (``t = L - 1``) is compared with the first horizon value;
+- next inputs: the decoder's predicted next input ``k . h_t`` against its actual next input
+  ``z[t + 1]`` (the encoder output, in the mean-transformed units).
+
+The first two compare values in data units (scaled by the data module), which equals comparing in
+the mean-transformed units since the transform is a shift. As in the official code, the output MLP
+runs separately on the closed-loop and on the open-loop outputs (separate dropout masks), and the
+lag-window terms use the L1-normalised ``b, c, k`` of its open-loop path.
+
 Deviations from the official code:
-    - Loss: ``ForecastTask`` trains MSE on the horizon only. The official objective is RMSE on the
-      horizon plus two lag-window terms (open-loop next-step outputs and the decoder's
-      next-input predictions ``k . h_t``), ``--criterion_weights 1 1 1``.
+    - Lag-window terms: the official loop adds them only while ``model.inference_only`` is False;
+      its first validation pass sets it (``set_eval``) and ``set_train`` never clears it, so from
+      the second epoch on it trains on the horizon RMSE alone. Here the three terms act at every
+      step, as the README describes ``--criterion_weights``; ``criterion_weights=(1, 0, 0)``
+      gives the horizon-only objective.
+    - Model selection: ``ForecastTask`` keeps the checkpoint with the best validation MSE of the
+      horizon (the benchmark protocol); the official code selects on the validation horizon RMSE
+      (``--val_metric informer_rmse``: per-batch RMSE averaged over batches).
     - ``a`` is projected onto the unit L1 ball (``CompanionSSM(norm_a=True)``) instead of divided
       by its L1 norm; identical at the normal initialisation, where ``||a||_1 >> 1``.
     - In the decoder the same L1-normalised ``b`` builds the state over the lag window and the
@@ -50,7 +75,11 @@ from torch.nn.utils import parametrize
 
 from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.mixers.companion_ssm import CompanionSSM
-from mixerzoo.core.ops.companion import differencing_kernel, moving_average_residual_kernel
+from mixerzoo.core.ops.companion import (
+    companion_kernel,
+    differencing_kernel,
+    moving_average_residual_kernel,
+)
 from mixerzoo.core.ops.s4d import causal_conv
 from mixerzoo.core.registry import register_model
 from mixerzoo.core.validation import check_tensor
@@ -188,10 +217,14 @@ class SpaceTime(nn.Module):
             ``--data_transform mean``).
         init: ``"normal"`` (official ``kernel_init: normal``: ``a, b, c, k`` and the skip ``D``
             from N(0, 1)) or ``"xavier"`` (the mixer's own uniform initialisation).
+        criterion_weights: ``(w0, w1, w2)`` of ``training_loss``: horizon RMSE, lag-window
+            open-loop outputs, lag-window next-input predictions (official
+            ``--criterion_weights``, README: ``1 1 1``).
 
     Shapes:
         ``forward(x [B, L, C], x_mark=None, x_dec=None, x_mark_dec=None) -> [B, H, C]`` (marks and
-        decoder inputs are ignored).
+        decoder inputs are ignored);
+        ``training_loss(x [B, L, C], y [B, H, C], ...) -> (loss [], forecast [B, H, C])``.
     """
 
     def __init__(
@@ -209,14 +242,21 @@ class SpaceTime(nn.Module):
         dropout: float = 0.25,
         mean_transform: bool = True,
         init: str = "normal",
+        criterion_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
     ):
         super().__init__()
+        if len(criterion_weights) != 3:
+            raise ValueError(
+                f"criterion_weights must be three numbers (horizon, lag outputs, next inputs), "
+                f"got {criterion_weights!r}"
+            )
         if e_layers < 0:
             raise ValueError(f"e_layers must be >= 0, got {e_layers}")
         if init not in ("normal", "xavier"):
             raise ValueError(f"init must be 'normal' or 'xavier', got {init!r}")
         self.seq_len, self.pred_len, self.d_model = seq_len, pred_len, d_model
         self.mean_transform = mean_transform
+        self.criterion_weights = tuple(float(w) for w in criterion_weights)
         layers = []
         for i in range(e_layers):
             pre = None
@@ -248,15 +288,45 @@ class SpaceTime(nn.Module):
             z = layer(z)
         return z
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Closed-loop decoder: ``z [N, L, D] -> y [N, H, D]``, ``y[:, j]`` predicting ``L + j``."""
+    def decode_with_lag(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder over the lag window and past it: ``z [N, L, D] -> (open [N, L, D], y [N, H, D])``.
+
+        ``open[:, t] = c . h_t`` is the open-loop next-step prediction from the inputs up to ``t``;
+        ``y[:, j]`` predicts step ``L + j`` (its first step is ``open[:, -1]``, the rest closed loop).
+        """
         y_open, state = self.decoder(z)
-        # The last lag step's output is the one-step-ahead prediction; the rest runs closed loop.
         first = y_open[:, -1:]
         if self.pred_len == 1:
-            return first
+            return y_open, first
         y_closed, _ = self.decoder.closed_loop(state, self.pred_len - 1)
-        return torch.cat([first, y_closed], dim=1)
+        return y_open, torch.cat([first, y_closed], dim=1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Closed-loop decoder: ``z [N, L, D] -> y [N, H, D]``, ``y[:, j]`` predicting ``L + j``."""
+        return self.decode_with_lag(z)[1]
+
+    def next_input_predictions(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's predicted next inputs over the lag window: ``z [N, L, D] -> [N, L, D]``.
+
+        Row ``t`` is ``k . h_t`` with ``h_t`` the decoder state after the inputs up to ``t`` (open
+        loop); it predicts ``z[:, t + 1]``. A convolution with the kernel ``k^T A^j b``.
+        """
+        dec = self.decoder
+        kernel = companion_kernel(dec.last_column(), dec.b, dec.k, z.shape[1], backend=dec.backend)
+        return causal_conv(z, kernel[dec.head_of_channel], backend=dec.backend)
+
+    def _series(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel independence: ``x [B, L, C] -> (u [B*C, L, 1], lookback mean [B*C, 1, 1])``."""
+        check_tensor("x", x, ("B", self.seq_len, "C"), where="SpaceTime")
+        bsz, length, n_vars = x.shape
+        u = x.transpose(1, 2).reshape(bsz * n_vars, length, 1)
+        mean = u.mean(dim=1, keepdim=True) if self.mean_transform else torch.zeros_like(u[:, :1])
+        return u, mean
+
+    @staticmethod
+    def _batch(y: torch.Tensor, bsz: int) -> torch.Tensor:
+        """``[B*C, T, 1] -> [B, T, C]``."""
+        return y.reshape(bsz, -1, y.shape[1]).transpose(1, 2)
 
     def forward(
         self,
@@ -265,10 +335,51 @@ class SpaceTime(nn.Module):
         x_dec: torch.Tensor | None = None,
         x_mark_dec: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_tensor("x", x, ("B", self.seq_len, "C"), where="SpaceTime")
-        bsz, length, n_vars = x.shape
-        # Channel independence: every variate is one univariate series [L, 1].
-        u = x.transpose(1, 2).reshape(bsz * n_vars, length, 1)
-        mean = u.mean(dim=1, keepdim=True) if self.mean_transform else torch.zeros_like(u[:, :1])
+        u, mean = self._series(x)
         y = self.output(self.decode(self.encode(u - mean))) + mean  # [B*C, H, 1]
-        return y.reshape(bsz, n_vars, self.pred_len).transpose(1, 2)
+        return self._batch(y, x.shape[0])
+
+    def training_loss(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        x_mark: torch.Tensor | None = None,
+        x_dec: torch.Tensor | None = None,
+        x_mark_dec: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The official objective (module docstring) and the forecast, from one forward pass.
+
+        Args:
+            x: lookback ``[B, L, C]``.
+            y: horizon truth ``[B, H, C]`` (same units as ``x``).
+            x_mark, x_dec, x_mark_dec: ignored, as in ``forward``.
+
+        Returns:
+            ``(loss, forecast [B, H, C])``; the forecast is what ``forward`` returns.
+        """
+        u, mean = self._series(x)
+        check_tensor("y", y, (x.shape[0], self.pred_len, x.shape[2]), where="SpaceTime")
+        w_horizon, w_lag, w_next = self.criterion_weights
+        burn_in, length = self.decoder.d_state, self.seq_len
+        if (w_lag or w_next) and length <= burn_in:
+            raise ValueError(
+                f"the lag-window terms skip the first d_state={burn_in} steps and need "
+                f"seq_len > d_state, got seq_len={length}; use criterion_weights=(1, 0, 0)"
+            )
+        z = self.encode(u - mean)
+        y_open, y_horizon = self.decode_with_lag(z)
+        pred = self._batch(self.output(y_horizon) + mean, x.shape[0])
+        loss = w_horizon * _rmse(pred, y)
+        if w_lag:
+            series = torch.cat([u, y.transpose(1, 2).reshape(-1, self.pred_len, 1)], dim=1)
+            lag_out = self.output(y_open) + mean  # row t predicts the series at t + 1
+            loss = loss + w_lag * _rmse(lag_out[:, burn_in - 1 :], series[:, burn_in : length + 1])
+        if w_next:
+            z_next = self.next_input_predictions(z)  # row t predicts z[:, t + 1]
+            loss = loss + w_next * _rmse(z_next[:, burn_in - 1 : -1], z[:, burn_in:])
+        return loss, pred
+
+
+def _rmse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Root of the mean squared error over every element (official ``informer_rmse``)."""
+    return F.mse_loss(pred, true).sqrt()
