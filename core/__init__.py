@@ -7,6 +7,7 @@ Public API::
 
 from mixerzoo.core import mixers as _mixers  # noqa: F401  (registers the mixers)
 from mixerzoo.core.blocks import MLP, Block, DropPath, get_activation, make_norm
+from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import (
     UnknownNameError,
@@ -25,6 +26,7 @@ __all__ = [
     "Block",
     "MLP",
     "DropPath",
+    "Dropout",
     "get_activation",
     "make_norm",
     "create_mixer",
