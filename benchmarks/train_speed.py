@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/train_speed.py --models itransformer autoformer [--steps 30] \
-        [--tsl /path/to/Time-Series-Library] [--markdown]
+        [--tsl /path/to/Time-Series-Library] [--data ../shared/data/timeseries]
 
 For each model, the ETTh1 config (``configs/timeseries/<model>_etth1.yaml``) is trained through
 the same Lightning machinery as ``mixerzoo fit`` (its optimiser included) for ``--steps`` batches
@@ -31,7 +31,7 @@ import torch
 from mixerzoo.core.cli import MixerzooCLI
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "timeseries"
+DATA = REPO.parent / "shared" / "data" / "timeseries"  # default folder holding ETTh1.csv
 TSL_NAMES = {"itransformer": "iTransformer", "autoformer": "Autoformer", "informer": "Informer"}
 
 
@@ -39,7 +39,7 @@ class _StepTimer(pl.Callback):
     """Wall time of the training batches after the first ``warmup``."""
 
     def __init__(self, warmup: int = 2):
-        self.warmup, self.start, self.steps = warmup, None, 0
+        self.warmup, self.start, self.stop, self.steps = warmup, None, None, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == self.warmup:
@@ -51,10 +51,10 @@ class _StepTimer(pl.Callback):
             self.stop = time.perf_counter()
 
 
-def time_ours(model: str, steps: int) -> tuple[float, int, int]:
+def time_ours(model: str, steps: int, data: Path = DATA) -> tuple[float, int, int]:
     """(seconds per step, steps timed, batches per epoch) of our Lightning training loop."""
     config = REPO / "configs" / "timeseries" / f"{model}_etth1.yaml"
-    args = ["--config", str(config), "--data.init_args.root", str(DATA)]
+    args = ["--config", str(config), "--data.init_args.root", str(data)]
     args += ["--trainer.logger", "false", "--trainer.enable_checkpointing", "false"]
     args += ["--trainer.callbacks", "[]", "--trainer.max_epochs", "1"]
     args += ["--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false"]
@@ -87,7 +87,7 @@ def _stub_reference_imports() -> None:
                 sys.modules[name] = module
 
 
-def time_reference(model: str, steps: int, tsl: Path) -> tuple[float, int, int]:
+def time_reference(model: str, steps: int, tsl: Path, data: Path = DATA) -> tuple[float, int, int]:
     """(seconds per step, steps timed, batches per epoch) of Time-Series-Library's loop."""
     _stub_reference_imports()
     sys.path.insert(0, str(tsl))
@@ -109,7 +109,7 @@ def time_reference(model: str, steps: int, tsl: Path) -> tuple[float, int, int]:
     torch.manual_seed(2021)
     net = importlib.import_module(f"models.{TSL_NAMES[model]}").Model(args).float()
     data = Dataset_ETT_hour(
-        args, root_path=str(DATA), flag="train", size=[96, 48, 96], features="M",
+        args, root_path=str(data), flag="train", size=[96, 48, 96], features="M",
         data_path="ETTh1.csv", target="OT", timeenc=1, freq="h",
     )  # fmt: skip
     loader = DataLoader(data, batch_size=32, shuffle=True, num_workers=0)
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=["itransformer", "autoformer"])
     parser.add_argument("--steps", type=int, default=0, help="batches to time (0: one epoch)")
     parser.add_argument("--tsl", type=Path, default=None, help="Time-Series-Library checkout")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding ETTh1.csv")
     args = parser.parse_args(argv)
     rows = [
         f"CPU threads: {torch.get_num_threads()}",
@@ -150,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for model in args.models:
-        ours, _, batches = time_ours(model, args.steps)
-        ref = time_reference(model, args.steps, args.tsl)[0] if args.tsl else None
+        ours, _, batches = time_ours(model, args.steps, args.data)
+        ref = time_reference(model, args.steps, args.tsl, args.data)[0] if args.tsl else None
         cells = [f"{1000 * ours:.1f}", f"{ours * batches:.1f}"]
         cells += (
             [f"{1000 * ref:.1f}", f"{ref * batches:.1f}", f"{ours / ref:.2f}x"]

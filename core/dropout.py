@@ -17,6 +17,8 @@ fall back to ``torch.nn.functional.dropout``. The mask comes from PyTorch's glob
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,9 +37,7 @@ def dropout_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[torch.T
     k = round(p * _LANES)
     if not 0 < k < _LANES:
         raise ValueError(f"dropout_mask: p={p} rounds to {k}/65536; use 0 < p < 1 - 2**-17")
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     # Uniform 64-bit words (randint over the whole int64 range), read as four 16-bit lanes
     # uniform on [-32768, 32767]: P(lane < k - 32768) = k / 65536.
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)

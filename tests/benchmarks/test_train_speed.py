@@ -12,7 +12,9 @@ def test_times_our_loop_over_the_etth1_training_batches(shared_data):
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    seconds, timed, batches = bench.time_ours("itransformer", steps=2)
+    seconds, timed, batches = bench.time_ours(
+        "itransformer", steps=2, data=shared_data / "timeseries"
+    )
     assert timed == 2  # two timed steps after the two warm-up batches
     assert batches == 8449 // 32  # ETTh1 training windows, full batches only
     assert 0 < seconds < 60
