@@ -44,12 +44,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mixerzoo.core.blocks import MLP, Block
 from mixerzoo.core.dropout import Dropout
-from mixerzoo.core.mixers.attention import Attention
+from mixerzoo.core.mixers.attention import Attention, dot_product_attention
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.mixers.probsparse_attention import ProbSparseAttention
 from mixerzoo.core.registry import create_mixer, register_model
@@ -109,7 +108,7 @@ def full_cross_attention(
     q = attn.q_proj(queries).view(b, l_q, h, d // h).transpose(1, 2)
     k = attn.k_proj(memory).view(b, l_k, h, d // h).transpose(1, 2)
     v = attn.v_proj(memory).view(b, l_k, h, d // h).transpose(1, 2)
-    y = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
+    y = dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
     return attn.out_proj(y.transpose(1, 2).reshape(b, l_q, d))
 
 
