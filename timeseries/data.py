@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 __all__ = [
     "ForecastDataModule",
@@ -738,6 +738,50 @@ class ForecastWindows(Dataset):
             "y_mark": self.marks[r_begin:r_end],
         }
 
+    def gather(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of windows ``indices`` in four gathers: equal to stacking ``self[i]``."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self._len):
+            bad = [i for i in indices if not 0 <= i < self._len]
+            raise IndexError(f"window index {bad[0]} out of range for {self._len} windows")
+        x_rows = idx[:, None] + torch.arange(self.seq_len)
+        y_rows = idx[:, None] + (
+            self.seq_len - self.label_len + torch.arange(self.label_len + self.pred_len)
+        )
+        return {
+            "x": self.data[x_rows],
+            "x_mark": self.marks[x_rows],
+            "y": self.data[y_rows],
+            "y_mark": self.marks[y_rows],
+        }
+
+
+class _Batched(Dataset):
+    """A dataset that hands ``DataLoader`` whole batches (``__getitems__``) through its ``gather``.
+
+    The data module's loaders use it (with ``_pass_batches`` as collate function), so that a batch
+    costs four gathers instead of ``4 x batch_size`` slices and a stack; the wrapped dataset stays
+    an ordinary one for any other loader.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[i]
+
+    def __getitems__(self, indices: list[int]):
+        gather = getattr(self.dataset, "gather", None)
+        return gather(indices) if gather is not None else [self.dataset[i] for i in indices]
+
+
+def _pass_batches(batch: list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]):
+    """``default_collate``, except for a batch that ``_Batched`` already gathered."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
+
 
 class FutureWindow(Dataset):
     """The one window that forecasts past the end of the data.
@@ -1050,12 +1094,13 @@ class ForecastDataModule(pl.LightningDataModule):
                 f"splits: {sorted(self.splits)})"
             )
         return DataLoader(
-            self.splits[split],
+            _Batched(self.splits[split]),
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=_pass_batches,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -174,3 +174,20 @@ def test_window_shapes_and_marks(small_csv):
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (8, 48, 4) and batch["y"].shape == (8, 36, 4)
     assert batch["x_mark"].shape == (8, 48, 4) and batch["x"].dtype == torch.float32
+
+
+def test_batched_fetch_equals_stacking_the_items(small_csv):
+    dm = ForecastDataModule(str(small_csv), seq_len=48, label_len=24, pred_len=12, batch_size=5)
+    dm.setup()
+    windows = dm.splits["train"]
+    indices = [0, 7, 3, len(windows) - 1, 7]
+    batch = windows.gather(indices)
+    for key in ("x", "x_mark", "y", "y_mark"):
+        expected = torch.stack([windows[i][key] for i in indices])
+        assert torch.equal(batch[key], expected), key
+    # The data module's loaders fetch whole batches this way, in the sampler's order.
+    val = dm.splits["val"]
+    loaded = next(iter(dm.val_dataloader()))
+    assert torch.equal(loaded["y_mark"], torch.stack([val[i]["y_mark"] for i in range(5)]))
+    with pytest.raises(IndexError, match="out of range"):
+        windows.gather([0, len(windows)])
