@@ -161,6 +161,8 @@ def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) 
     official = PER_HORIZON.get((model, dataset), {}).get(horizon, {}) if exact else {}
     for key, value in official.items():
         overrides += ["--" + key, str(value)]
+    if args.features is not None:
+        overrides += ["--data.init_args.features", args.features]
     if args.max_epochs is not None:
         overrides += ["--trainer.max_epochs", str(args.max_epochs)]
     if args.limit_train_batches is not None:
@@ -172,7 +174,8 @@ def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) 
     train_s = time.perf_counter() - start
     ckpt = "best" if getattr(trainer.checkpoint_callback, "best_model_path", "") else None
     result = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)[0]
-    published = PUBLISHED.get((dataset, horizon, model))
+    # The published figures are multivariate (features M): none beside another mode.
+    published = PUBLISHED.get((dataset, horizon, model)) if args.features in (None, "M") else None
     return {
         "model": model,
         "dataset": dataset,
@@ -186,7 +189,10 @@ def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) 
         "params": sum(p.numel() for p in cli.model.model.parameters()),
         "config": config.name
         + ("" if exact else " (ETTh1 setting)")
-        + "".join(f", {k.rsplit('.', 1)[-1]} {v:g}" for k, v in official.items()),
+        + "".join(f", {k.rsplit('.', 1)[-1]} {v:g}" for k, v in official.items())
+        + (f", features {args.features}" if args.features else "")
+        + (f", lookback {args.lookback}" if args.lookback else "")
+        + (f", max {args.max_epochs} epochs" if args.max_epochs else ""),
     }
 
 
@@ -222,6 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lookback", type=int, default=None, help="override the config's lookback")
     parser.add_argument(
         "--label-len", type=int, default=None, help="decoder start (default lookback/2)"
+    )
+    parser.add_argument(
+        "--features",
+        choices=["M", "S", "MS"],
+        default=None,
+        help="override the config's features mode (M multivariate, S univariate target)",
     )
     parser.add_argument("--max-epochs", type=int, default=None, help="override the config's epochs")
     parser.add_argument(

@@ -12,14 +12,17 @@ the ETTh1 training split (264 batches of 32) is printed. With ``--tsl`` pointing
 thuml/Time-Series-Library (not part of this project; nothing of it is copied here), its model of
 the same name is built with the same hyper-parameters and trained with its own ``Dataset_ETT_hour``
 and the loop of its ``exp_long_term_forecasting.train`` (Adam, MSE, decoder input = label window +
-zeros), for the same number of steps. Imports the reference needs but never uses on this path
-(``sktime``, ``reformer_pytorch``, ...) are stubbed. Validation is left out of both timings.
+zeros), for the same number of steps. With ``--repeats N`` the two sides run alternately N times
+and the medians are compared (timings on a shared machine drift by 10-20% between runs). Imports
+the reference needs but never uses on this path (``sktime``, ``reformer_pytorch``, ...) are
+stubbed. Validation is left out of both timings.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import statistics
 import sys
 import time
 import types
@@ -142,23 +145,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=0, help="batches to time (0: one epoch)")
     parser.add_argument("--tsl", type=Path, default=None, help="Time-Series-Library checkout")
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding ETTh1.csv")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="time each side this many times, alternating, and report the medians",
+    )
     args = parser.parse_args(argv)
+    spread = args.repeats > 1
     rows = [
-        f"CPU threads: {torch.get_num_threads()}",
+        f"CPU threads: {torch.get_num_threads()}, {args.repeats} alternating run(s) per side"
+        + (" (medians; range in brackets)" if spread else ""),
         "",
         "| model | ours: ms/step | ours: s/epoch | reference: ms/step | reference: s/epoch "
         "| ours / reference |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+
+    def cell(times: list[float]) -> str:
+        text = f"{1000 * statistics.median(times):.1f}"
+        return text + (f" [{1000 * min(times):.1f}-{1000 * max(times):.1f}]" if spread else "")
+
     for model in args.models:
-        ours, _, batches = time_ours(model, args.steps, args.data)
-        ref = time_reference(model, args.steps, args.tsl, args.data)[0] if args.tsl else None
-        cells = [f"{1000 * ours:.1f}", f"{ours * batches:.1f}"]
-        cells += (
-            [f"{1000 * ref:.1f}", f"{ref * batches:.1f}", f"{ours / ref:.2f}x"]
-            if ref
-            else ["-"] * 3
-        )
+        ours, refs = [], []
+        for _ in range(args.repeats):
+            seconds, _, batches = time_ours(model, args.steps, args.data)
+            ours.append(seconds)
+            if args.tsl:
+                refs.append(time_reference(model, args.steps, args.tsl, args.data)[0])
+        mid = statistics.median(ours)
+        cells = [cell(ours), f"{mid * batches:.1f}"]
+        if refs:
+            ref = statistics.median(refs)
+            cells += [cell(refs), f"{ref * batches:.1f}", f"{mid / ref:.2f}x"]
+        else:
+            cells += ["-"] * 3
         rows.append(f"| {model} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     print("\n".join(rows))

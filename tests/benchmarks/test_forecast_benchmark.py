@@ -43,7 +43,7 @@ def test_benchmark_applies_the_official_horizon_setting(shared_data, tmp_path):
     )  # fmt: skip
     with open(tmp_path / "forecast_etth1.csv") as f:
         (row,) = list(csv.DictReader(f))
-    assert row["config"] == "itransformer_etth1.yaml, d_model 512, d_ff 512"
+    assert row["config"] == "itransformer_etth1.yaml, d_model 512, d_ff 512, max 1 epochs"
     # parameters of an iTransformer with d_model = d_ff = 512, 96 -> 336, 2 layers (closed form):
     d, L, H = 512, 96, 336
     layer = 4 * (d * d + d) + (d * d + d) * 2 + 2 * 2 * d  # attention + FFN + two LayerNorms
