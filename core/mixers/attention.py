@@ -5,13 +5,13 @@ key and value projections, scaled dot-product attention per head, output project
 variant keeps a key/value cache as its state, so ``forward`` over pieces and ``step`` token by
 token give the same result as ``forward`` over the whole sequence.
 
-The product itself is :func:`dot_product_attention`: PyTorch's
-``scaled_dot_product_attention`` (fused kernels) on accelerators, and on the CPU, for short
-sequences or with dropout, an explicit softmax attention over contiguous per-head matrices. PyTorch's
-CPU path with dropout draws a Bernoulli sample per weight and its backward multiplies the many
-tiny per-head matrices one by one (about 5 ms per call for iTransformer's 11 tokens x 8 heads x 32
-batch, against 1.4 ms here); the explicit form uses :func:`mixerzoo.core.dropout.dropout_multiplier`
-for the weights and batched products in BLAS-friendly layouts, forward and backward.
+The product itself is :func:`dot_product_attention`: PyTorch's ``scaled_dot_product_attention``
+(fused kernels) on accelerators, and on the CPU, for short sequences or with dropout, an explicit
+softmax attention over contiguous per-head matrices. PyTorch's CPU path with dropout draws a
+Bernoulli sample per weight, and its backward multiplies the many tiny per-head matrices one by
+one (about 5 ms per call for iTransformer's 11 tokens x 8 heads x 32 windows, against 1.4 ms
+here); the explicit form uses :func:`mixerzoo.core.dropout.dropout_multiplier` for the weights
+and batched products in BLAS-friendly layouts, forward and backward.
 """
 
 from __future__ import annotations
@@ -103,6 +103,10 @@ def dot_product_attention(
         and q.dim() >= 3
         and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
         and (dropout_p > 0 or t_q * t_k <= _EXPLICIT_MAX_SCORES)
+        # dropout probabilities that round to 0 or 1 in 2**-16 steps, and learned (differentiable)
+        # masks, are left to PyTorch
+        and (dropout_p == 0 or 0 < round(dropout_p * 65536) < 65536)
+        and not (attn_mask is not None and attn_mask.requires_grad)
     )
     if not explicit:
         return F.scaled_dot_product_attention(

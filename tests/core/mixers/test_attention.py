@@ -109,3 +109,15 @@ def test_mixer_in_training_mode_matches_explicit_attention_with_the_same_draw():
     weights = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1) * multiplier
     ref = mixer.out_proj((weights @ v).transpose(1, 2).reshape(3, 5, 16))
     torch.testing.assert_close(y, ref)
+
+
+def test_learned_mask_and_extreme_dropout_are_left_to_torch():
+    q, k, v = _qkv((2,), 3, 3)
+    bias = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    out = dot_product_attention(q, k, v, attn_mask=bias)
+    (grad,) = torch.autograd.grad(out.sum(), bias)  # the mask gets its gradient
+    (ref,) = torch.autograd.grad(
+        F.scaled_dot_product_attention(q, k, v, attn_mask=bias).sum(), bias
+    )
+    torch.testing.assert_close(grad, ref)
+    assert (dot_product_attention(q, k, v, dropout_p=1.0) == 0).all()
