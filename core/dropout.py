@@ -25,10 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Dropout", "dropout", "dropout_mask", "dropout_multiplier"]
+__all__ = ["Dropout", "dropout", "dropout_mask", "dropout_multiplier", "multiplier_applies"]
 
 _LANES = 65536
 _EXACT = (torch.float32, torch.float64)  # dtypes that hold the scale exactly enough
+
+
+def multiplier_applies(p: float, dtype: torch.dtype) -> bool:
+    """Whether :func:`dropout_multiplier` serves ``p`` in ``dtype`` (else use PyTorch's dropout).
+
+    True for float32/float64 and a ``p`` that rounds to ``k / 65536`` with ``0 < k < 65536``.
+    """
+    return dtype in _EXACT and 0 < round(p * _LANES) < _LANES
 
 
 def _lanes(shape: torch.Size | tuple[int, ...], p: float) -> tuple[torch.Tensor, int, float]:
@@ -87,8 +95,7 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: boo
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    k = round(p * _LANES)
-    if inplace or x.device.type != "cpu" or not 0 < k < _LANES or x.dtype not in _EXACT:
+    if inplace or x.device.type != "cpu" or not multiplier_applies(p, x.dtype):
         return F.dropout(x, p, training, inplace)
     return _Multiply.apply(x, dropout_multiplier(x.shape, p, x.dtype))
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixerzoo.core.dropout import dropout_multiplier
+from mixerzoo.core.dropout import dropout_multiplier, multiplier_applies
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import register_mixer
 
@@ -103,9 +103,8 @@ def dot_product_attention(
         and q.dim() >= 3
         and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
         and (dropout_p > 0 or t_q * t_k <= _EXPLICIT_MAX_SCORES)
-        # dropout probabilities that round to 0 or 1 in 2**-16 steps, and learned (differentiable)
-        # masks, are left to PyTorch
-        and (dropout_p == 0 or 0 < round(dropout_p * 65536) < 65536)
+        # dropout the multiplier cannot serve, and learned (differentiable) masks: PyTorch's
+        and (dropout_p == 0 or multiplier_applies(dropout_p, q.dtype))
         and not (attn_mask is not None and attn_mask.requires_grad)
     )
     if not explicit:
