@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from mixerzoo.core.cli import MixerzooCLI
 
@@ -167,6 +168,12 @@ def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) 
         overrides += ["--trainer.max_epochs", str(args.max_epochs)]
     if args.limit_train_batches is not None:
         overrides += ["--trainer.limit_train_batches", str(args.limit_train_batches)]
+    if args.max_time is not None:
+        overrides += ["--trainer.max_time", args.max_time]
+    if args.seed is not None:
+        overrides += ["--seed_everything", str(args.seed)]
+    for key, value in args.set or []:
+        overrides += ["--" + key, value]
     cli = MixerzooCLI(args=overrides, run=False)
     trainer: pl.Trainer = cli.trainer
     start = time.perf_counter()
@@ -192,7 +199,11 @@ def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) 
         + "".join(f", {k.rsplit('.', 1)[-1]} {v:g}" for k, v in official.items())
         + (f", features {args.features}" if args.features else "")
         + (f", lookback {args.lookback}" if args.lookback else "")
-        + (f", max {args.max_epochs} epochs" if args.max_epochs else ""),
+        + (f", max {args.max_epochs} epochs" if args.max_epochs else "")
+        + (f", max time {args.max_time}" if args.max_time else "")
+        + (f", seed {args.seed}" if args.seed is not None else "")
+        + "".join(f", {key.rsplit('.', 1)[-1]} {value}" for key, value in args.set or [])
+        + (f", matmul {args.matmul_precision}" if args.matmul_precision != "highest" else ""),
     }
 
 
@@ -239,12 +250,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--limit-train-batches", type=float, default=None, help="for quick checks only"
     )
+    parser.add_argument(
+        "--max-time",
+        default=None,
+        help="stop training after this long (Lightning's DD:HH:MM:SS), then test the best checkpoint",
+    )
+    parser.add_argument(
+        "--set",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help="any config override, e.g. --set model.init_args.model.init_args.dropout 0.05 "
+        "(repeatable; listed in the config column)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    parser.add_argument(
+        "--matmul-precision",
+        choices=["highest", "high", "medium"],
+        default="highest",
+        help="float32 matrix products: 'highest' is true float32 (the default, as the papers "
+        "ran); 'high' allows TF32 tensor cores on GPUs (faster, 10-bit mantissa inputs)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     args = parser.parse_args(argv)
     if not args.csv.is_file():
         raise SystemExit(f"CSV not found: {args.csv}")
     args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     rows = []
     for model in args.models:
         for horizon in args.horizons:

@@ -49,6 +49,8 @@ class ForecastTask(pl.LightningModule):
     Models use it for the objective of their paper (e.g. SpaceTime's RMSE plus lag-window terms).
     The hook sees every variable, so when only the target is scored (``score_target_only`` with
     more than one variable, features ``MS``) the task keeps MSE on the target and warns.
+    A model that defines ``set_epoch(epoch)`` is told the current epoch at the start of each
+    training epoch (e.g. SpaceTime's ``lag_loss_epochs``); a resumed run passes the restored epoch.
     Validation and test always score the horizon forecast with MSE/MAE (the benchmark protocol),
     whatever the training objective.
 
@@ -147,6 +149,11 @@ class ForecastTask(pl.LightningModule):
                 self._warned_target_only = True
             return None
         return objective
+
+    def on_train_epoch_start(self) -> None:
+        set_epoch = getattr(self.model, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         objective = self._model_objective(batch)

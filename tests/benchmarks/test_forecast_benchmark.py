@@ -52,3 +52,29 @@ def test_benchmark_applies_the_official_horizon_setting(shared_data, tmp_path):
     assert row["published_mse"] == "0.487"
     assert 0 < float(row["mse"]) < 3
     assert (tmp_path / "forecast_etth1.md").read_text().count("\n") == 3
+
+
+@pytest.mark.slow
+def test_benchmark_set_seed_and_time_limit_reach_the_run(shared_data, tmp_path):
+    """--set changes the model (parameter count), --seed and --max-time are listed and applied."""
+    bench = _load_benchmark()
+    csv_path = shared_data / "timeseries" / "ETTh1.csv"
+    bench.main(
+        [
+            "--models", "itransformer", "--csv", str(csv_path), "--horizons", "96",
+            "--max-epochs", "1", "--limit-train-batches", "2", "--out", str(tmp_path),
+            "--set", "model.init_args.model.init_args.d_model", "64",
+            "--set", "model.init_args.model.init_args.d_ff", "64",
+            "--seed", "7", "--max-time", "00:00:10:00",
+        ]
+    )  # fmt: skip
+    with open(tmp_path / "forecast_etth1.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["config"] == (
+        "itransformer_etth1.yaml, max 1 epochs, max time 00:00:10:00, seed 7, d_model 64, d_ff 64"
+    )
+    d, L, H = 64, 96, 96
+    layer = 4 * (d * d + d) + (d * d + d) * 2 + 2 * 2 * d
+    assert int(row["params"]) == (L * d + d) + 2 * layer + 2 * d + (d * H + H)
+    hparams = tmp_path / "runs" / "bench_itransformer_etth1_96" / "version_0" / "hparams.yaml"
+    assert hparams.is_file()

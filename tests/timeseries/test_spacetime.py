@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from mixerzoo.core import create_model
-from mixerzoo.timeseries import ForecastDataModule
+from mixerzoo.timeseries import ForecastDataModule, ForecastTask
 from mixerzoo.timeseries.models.spacetime import SpaceTime
 
 SMALL = dict(d_model=16, d_state=8, first_layer_heads=4, max_avg_window=12, dropout=0.0)
@@ -235,6 +235,49 @@ def test_objective_trains_the_feedback_vector_through_the_next_input_term():
     model.training_loss(x, y)[0].backward()
     grad = model.decoder.parametrizations.k.original.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_lag_loss_epochs_keeps_the_lag_terms_for_the_first_epochs_only():
+    """Official latch (lag_loss_epochs=1): all three terms in epoch 0, the horizon RMSE after."""
+    model, x, y = _objective_case(lag_loss_epochs=1)
+    with torch.no_grad():
+        full = _term(model, x, y, (1.0, 1.0, 1.0))
+        horizon = _term(model, x, y, (1.0, 0.0, 0.0))
+        assert full > horizon
+        model.criterion_weights = (1.0, 1.0, 1.0)
+        model.set_epoch(1)
+        torch.testing.assert_close(model.training_loss(x, y)[0], horizon)
+        model.set_epoch(0)
+        torch.testing.assert_close(model.training_loss(x, y)[0], full)
+    always, _, _ = _objective_case()  # default None: the terms act in every epoch
+    always.set_epoch(50)
+    with torch.no_grad():
+        torch.testing.assert_close(always.training_loss(x, y)[0], full)
+    with pytest.raises(ValueError, match="lag_loss_epochs must be >= 0"):
+        SpaceTime(seq_len=20, pred_len=5, lag_loss_epochs=-1, **SMALL)
+
+
+def test_forecast_task_tells_the_model_its_epoch_also_after_resuming(small_csv, tmp_path):
+    pl.seed_everything(0)
+    dm = ForecastDataModule(str(small_csv), seq_len=48, label_len=12, pred_len=12, batch_size=16)
+    model = SpaceTime(seq_len=48, pred_len=12, lag_loss_epochs=1, **SMALL)
+    seen = []
+    model.set_epoch = lambda epoch: (seen.append(epoch), SpaceTime.set_epoch(model, epoch))
+
+    def trainer(max_epochs):
+        return pl.Trainer(
+            max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_train_batches=1, limit_val_batches=1,
+            default_root_dir=tmp_path,
+            callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+        )  # fmt: skip
+
+    trainer(2).fit(ForecastTask(model), datamodule=dm)
+    assert seen == [0, 1] and model.epoch == 1
+    seen.clear()
+    last = str(tmp_path / "last.ckpt")  # our own file; it holds the optimizer class (not weights)
+    trainer(3).fit(ForecastTask(model), datamodule=dm, ckpt_path=last, weights_only=False)
+    assert seen == [2] and model.epoch == 2
 
 
 def test_objective_errors_are_clear():
