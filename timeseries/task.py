@@ -22,6 +22,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
+from mixerzoo.core.rng import capture_rng_state, restore_rng_state
+
 __all__ = ["ForecastTask", "ForecastWriter"]
 
 
@@ -67,7 +69,10 @@ class ForecastTask(pl.LightningModule):
         score_target_only: bool | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        # Plain values only, so that checkpoints load with torch.load(weights_only=True) (resuming
+        # with trainer.fit(ckpt_path=...)); the model and the optimiser/scheduler factories are
+        # rebuilt from the config or the caller's code, not from the checkpoint.
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
@@ -149,6 +154,14 @@ class ForecastTask(pl.LightningModule):
                 self._warned_target_only = True
             return None
         return objective
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_state"] = capture_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed fit continues with the generators where the interrupted run left them.
+        if "rng_state" in checkpoint:
+            restore_rng_state(checkpoint["rng_state"])
 
     def on_train_epoch_start(self) -> None:
         set_epoch = getattr(self.model, "set_epoch", None)

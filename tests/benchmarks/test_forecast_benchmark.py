@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,5 +77,9 @@ def test_benchmark_set_seed_and_time_limit_reach_the_run(shared_data, tmp_path):
     d, L, H = 64, 96, 96
     layer = 4 * (d * d + d) + (d * d + d) * 2 + 2 * 2 * d
     assert int(row["params"]) == (L * d + d) + 2 * layer + 2 * d + (d * H + H)
-    hparams = tmp_path / "runs" / "bench_itransformer_etth1_96" / "version_0" / "hparams.yaml"
-    assert hparams.is_file()
+    config = yaml.safe_load(
+        (
+            tmp_path / "runs" / "bench_itransformer_etth1_96" / "version_0" / "config.yaml"
+        ).read_text()
+    )  # the run's resolved configuration, saved by the CLI machinery
+    assert config["seed_everything"] == 7 and config["trainer"]["max_time"] == "00:00:10:00"

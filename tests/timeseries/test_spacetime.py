@@ -275,8 +275,7 @@ def test_forecast_task_tells_the_model_its_epoch_also_after_resuming(small_csv, 
     trainer(2).fit(ForecastTask(model), datamodule=dm)
     assert seen == [0, 1] and model.epoch == 1
     seen.clear()
-    last = str(tmp_path / "last.ckpt")  # our own file; it holds the optimizer class (not weights)
-    trainer(3).fit(ForecastTask(model), datamodule=dm, ckpt_path=last, weights_only=False)
+    trainer(3).fit(ForecastTask(model), datamodule=dm, ckpt_path=str(tmp_path / "last.ckpt"))
     assert seen == [2] and model.epoch == 2
 
 

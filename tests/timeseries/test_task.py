@@ -123,3 +123,32 @@ def test_fit_logs_the_hooks_loss_and_validates_with_the_mse(small_csv):
             err = task.model(batch["x"]) - batch["y"][:, -H:]
             sq, count = sq + (err**2).sum(), count + err.numel()
     torch.testing.assert_close(metrics["val_loss"], sq / count)
+
+
+def test_a_resumed_fit_continues_exactly_as_the_uninterrupted_one(small_csv, tmp_path):
+    """Shuffling and dropout draw the same numbers after a resume: equal weights at the end."""
+    from mixerzoo.timeseries.models.itransformer import ITransformer
+
+    def fit(max_epochs, run_dir, ckpt_path=None):
+        pl.seed_everything(0)
+        dm = ForecastDataModule(
+            str(small_csv), seq_len=48, label_len=12, pred_len=12, batch_size=16
+        )
+        model = ITransformer(
+            seq_len=48, pred_len=12, d_model=16, d_ff=16, n_heads=2, e_layers=1, dropout=0.3
+        )
+        task = ForecastTask(model)
+        trainer = pl.Trainer(
+            max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=run_dir,
+            callbacks=[pl.callbacks.ModelCheckpoint(dirpath=run_dir, save_last=True)],
+        )  # fmt: skip
+        # The checkpoint loads with torch.load(weights_only=True), Lightning's default.
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+        return torch.cat([p.detach().flatten() for p in task.parameters()])
+
+    straight = fit(3, tmp_path / "straight")
+    interrupted = fit(2, tmp_path / "resumed")
+    resumed = fit(3, tmp_path / "resumed", ckpt_path=str(tmp_path / "resumed" / "last.ckpt"))
+    assert not torch.equal(interrupted, straight)
+    assert torch.equal(resumed, straight)
