@@ -56,6 +56,10 @@ class ForecastTask(pl.LightningModule):
     Validation and test always score the horizon forecast with MSE/MAE (the benchmark protocol),
     whatever the training objective.
 
+    Checkpoints also hold the random generators' states (``core.rng``), so that a fit resumed
+    with ``ckpt_path`` (``mixerzoo fit --ckpt_path last.ckpt``) draws the same data order and
+    dropout masks as the uninterrupted run and ends with the same weights.
+
     Logged metrics: ``train_loss`` (the training objective); ``val_loss`` (= ``val_mse``),
     ``val_mae``; ``test_mse``, ``test_mae`` on scaled values and ``test_mse_orig``,
     ``test_mae_orig`` in original units.
