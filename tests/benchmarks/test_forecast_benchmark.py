@@ -31,25 +31,33 @@ def test_per_horizon_settings_name_real_arguments_and_configs():
                 assert f"{key.rsplit('.', 1)[-1]}:" in text, (config.name, key)
 
 
+def _run_itransformer_etth1(shared_data, out: Path, horizon: int, *extra: str) -> dict:
+    """One quick benchmark run (one epoch of two batches); its CSV row."""
+    csv_path = shared_data / "timeseries" / "ETTh1.csv"
+    _load_benchmark().main(
+        [
+            "--models", "itransformer", "--csv", str(csv_path), "--horizons", str(horizon),
+            "--max-epochs", "1", "--limit-train-batches", "2", "--out", str(out), *extra,
+        ]
+    )  # fmt: skip
+    with open(out / "forecast_etth1.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    return row
+
+
+def _itransformer_params(d: int, lookback: int, horizon: int, layers: int = 2) -> int:
+    """Closed form: embedding, layers (attention + FFN with d_ff = d + two LayerNorms), final
+    LayerNorm, projection."""
+    layer = 4 * (d * d + d) + (d * d + d) * 2 + 2 * 2 * d
+    return (lookback * d + d) + layers * layer + 2 * d + (d * horizon + horizon)
+
+
 @pytest.mark.slow
 def test_benchmark_applies_the_official_horizon_setting(shared_data, tmp_path):
     """iTransformer ETTh1-336 runs with d_model = d_ff = 512 (official script), not the config's 256."""
-    bench = _load_benchmark()
-    csv_path = shared_data / "timeseries" / "ETTh1.csv"
-    bench.main(
-        [
-            "--models", "itransformer", "--csv", str(csv_path), "--horizons", "336",
-            "--max-epochs", "1", "--limit-train-batches", "2", "--out", str(tmp_path),
-        ]
-    )  # fmt: skip
-    with open(tmp_path / "forecast_etth1.csv") as f:
-        (row,) = list(csv.DictReader(f))
+    row = _run_itransformer_etth1(shared_data, tmp_path, 336)
     assert row["config"] == "itransformer_etth1.yaml, d_model 512, d_ff 512, max 1 epochs"
-    # parameters of an iTransformer with d_model = d_ff = 512, 96 -> 336, 2 layers (closed form):
-    d, L, H = 512, 96, 336
-    layer = 4 * (d * d + d) + (d * d + d) * 2 + 2 * 2 * d  # attention + FFN + two LayerNorms
-    expected = (L * d + d) + 2 * layer + 2 * d + (d * H + H)
-    assert int(row["params"]) == expected
+    assert int(row["params"]) == _itransformer_params(512, 96, 336)
     assert row["published_mse"] == "0.487"
     assert 0 < float(row["mse"]) < 3
     assert (tmp_path / "forecast_etth1.md").read_text().count("\n") == 3
@@ -58,28 +66,16 @@ def test_benchmark_applies_the_official_horizon_setting(shared_data, tmp_path):
 @pytest.mark.slow
 def test_benchmark_set_seed_and_time_limit_reach_the_run(shared_data, tmp_path):
     """--set changes the model (parameter count), --seed and --max-time are listed and applied."""
-    bench = _load_benchmark()
-    csv_path = shared_data / "timeseries" / "ETTh1.csv"
-    bench.main(
-        [
-            "--models", "itransformer", "--csv", str(csv_path), "--horizons", "96",
-            "--max-epochs", "1", "--limit-train-batches", "2", "--out", str(tmp_path),
-            "--set", "model.init_args.model.init_args.d_model", "64",
-            "--set", "model.init_args.model.init_args.d_ff", "64",
-            "--seed", "7", "--max-time", "00:00:10:00",
-        ]
+    row = _run_itransformer_etth1(
+        shared_data, tmp_path, 96,
+        "--set", "model.init_args.model.init_args.d_model", "64",
+        "--set", "model.init_args.model.init_args.d_ff", "64",
+        "--seed", "7", "--max-time", "00:00:10:00",
     )  # fmt: skip
-    with open(tmp_path / "forecast_etth1.csv") as f:
-        (row,) = list(csv.DictReader(f))
     assert row["config"] == (
         "itransformer_etth1.yaml, max 1 epochs, max time 00:00:10:00, seed 7, d_model 64, d_ff 64"
     )
-    d, L, H = 64, 96, 96
-    layer = 4 * (d * d + d) + (d * d + d) * 2 + 2 * 2 * d
-    assert int(row["params"]) == (L * d + d) + 2 * layer + 2 * d + (d * H + H)
-    config = yaml.safe_load(
-        (
-            tmp_path / "runs" / "bench_itransformer_etth1_96" / "version_0" / "config.yaml"
-        ).read_text()
-    )  # the run's resolved configuration, saved by the CLI machinery
+    assert int(row["params"]) == _itransformer_params(64, 96, 96)
+    run_dir = tmp_path / "runs" / "bench_itransformer_etth1_96" / "version_0"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())  # saved by the CLI machinery
     assert config["seed_everything"] == 7 and config["trainer"]["max_time"] == "00:00:10:00"
