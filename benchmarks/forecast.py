@@ -13,12 +13,17 @@ width, learning rate) are applied and listed in the ``config`` column. Each run 
 best checkpoint), evaluates on the standard test split (Time-Series-Library protocol, no dropped
 window) and reports MSE/MAE on scaled values beside the published figure where known, the train
 time and the parameter count. The table is printed and written as CSV and Markdown.
+
+``--jobs N`` runs up to N (model, horizon) pairs at once, each in its own process (its log in
+``<out>/jobs/``), e.g. all horizons of two models sharing one GPU; the table is the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -271,27 +276,98 @@ def main(argv: list[str] | None = None) -> None:
         help="float32 matrix products: 'highest' is true float32 (the default, as the papers "
         "ran); 'high' allows TF32 tensor cores on GPUs (faster, 10-bit mantissa inputs)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run up to this many (model, horizon) pairs at once, each in its own process",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     args = parser.parse_args(argv)
     if not args.csv.is_file():
         raise SystemExit(f"CSV not found: {args.csv}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_float32_matmul_precision(args.matmul_precision)
-    rows = []
-    for model in args.models:
-        for horizon in args.horizons:
+    stem = f"forecast_{args.csv.stem.lower()}"
+    pairs = [(model, horizon) for model in args.models for horizon in args.horizons]
+    failed: list[str] = []
+    if args.jobs > 1 and len(pairs) > 1:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        rows, failed = run_in_processes(pairs, argv, args.out, stem, args.jobs)
+    else:
+        rows = []
+        for model, horizon in pairs:
             rows.append(run_one(model, args.csv, horizon, args))
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    table = markdown(rows)
-    stem = f"forecast_{args.csv.stem.lower()}"
-    (args.out / f"{stem}.md").write_text(table + "\n")
-    with open(args.out / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print("\n" + table)
-    print(f"\nwritten: {args.out / (stem + '.md')} and {args.out / (stem + '.csv')}")
+    if rows:
+        table = markdown(rows)
+        (args.out / f"{stem}.md").write_text(table + "\n")
+        with open(args.out / f"{stem}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print("\n" + table)
+        print(f"\nwritten: {args.out / (stem + '.md')} and {args.out / (stem + '.csv')}")
+    if failed:
+        raise SystemExit("runs failed (see their logs): " + ", ".join(failed))
+
+
+_INT_FIELDS = ("horizon", "epochs", "params")
+_FLOAT_FIELDS = ("mse", "mae", "published_mse", "published_mae", "train_s")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Rows of a table CSV written by this script, with numbers as numbers (blank: None)."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in _INT_FIELDS + _FLOAT_FIELDS:
+            value = row[key]
+            row[key] = None if value == "" else (int if key in _INT_FIELDS else float)(value)
+    return rows
+
+
+def run_in_processes(
+    pairs: list[tuple[str, int]], argv: list[str], out: Path, stem: str, jobs: int
+) -> tuple[list[dict], list[str]]:
+    """Each (model, horizon) as its own process of this script, ``jobs`` at a time.
+
+    A child gets the caller's arguments with one model, one horizon, its own ``--out`` and
+    ``--jobs 1`` appended (argparse keeps the last value). Returns the rows in ``pairs`` order and
+    the names of the runs that failed.
+    """
+    script = str(Path(__file__).resolve())
+    pending, running, done, failed = list(pairs), {}, {}, []
+    while pending or running:
+        while pending and len(running) < jobs:
+            model, horizon = pending.pop(0)
+            name = f"{model}_{horizon}"
+            run_dir = out / "jobs" / name
+            run_dir.mkdir(parents=True, exist_ok=True)
+            child = argv + ["--models", model, "--horizons", str(horizon)]
+            child += ["--out", str(run_dir), "--jobs", "1"]
+            log = open(run_dir.with_suffix(".log"), "w")
+            proc = subprocess.Popen([sys.executable, script, *child], stdout=log, stderr=log)
+            running[name] = (proc, log, run_dir)
+            print(f"started {name} (log: {run_dir.with_suffix('.log')})", flush=True)
+        time.sleep(1.0)
+        for name, (proc, log, run_dir) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            if proc.returncode != 0:
+                failed.append(name)
+                print(f"FAILED {name} (exit {proc.returncode})", flush=True)
+                continue
+            (row,) = _read_rows(run_dir / f"{stem}.csv")
+            done[name] = row
+            print(markdown([row]).splitlines()[-1], flush=True)
+    rows = [done[f"{m}_{h}"] for m, h in pairs if f"{m}_{h}" in done]
+    return rows, failed
 
 
 if __name__ == "__main__":

@@ -79,3 +79,24 @@ def test_benchmark_set_seed_and_time_limit_reach_the_run(shared_data, tmp_path):
     run_dir = tmp_path / "runs" / "bench_itransformer_etth1_96" / "version_0"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())  # saved by the CLI machinery
     assert config["seed_everything"] == 7 and config["trainer"]["max_time"] == "00:00:10:00"
+
+
+@pytest.mark.slow
+def test_jobs_run_pairs_in_processes_and_report_the_failed_ones(shared_data, tmp_path):
+    """--jobs 2: two horizons in two processes give the same table; a bad model fails alone."""
+    with pytest.raises(SystemExit, match=r"runs failed \(see their logs\): nosuchmodel_96"):
+        _run_itransformer_etth1(
+            shared_data, tmp_path, 96, "--horizons", "96", "192",
+            "--models", "itransformer", "nosuchmodel", "--jobs", "2",
+        )  # fmt: skip
+    with open(tmp_path / "forecast_etth1.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["horizon"]) for r in rows] == [
+        ("itransformer", "96"),
+        ("itransformer", "192"),
+    ]
+    assert int(rows[1]["params"]) == _itransformer_params(256, 96, 192)
+    assert (
+        "no config for model 'nosuchmodel'"
+        in (tmp_path / "jobs" / "nosuchmodel_96.log").read_text()
+    )
