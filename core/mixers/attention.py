@@ -112,7 +112,7 @@ def dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
     batch = q.shape[:-2]
-    n = q.shape[:-2].numel()
+    n = batch.numel()
     bias = None
     if is_causal:
         if attn_mask is not None:
