@@ -6,6 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
+# Without a GPU the Triton kernels run in Triton's interpreter (DESIGN.md, Kernels). It must be
+# switched on before any kernel module is imported; the kernel modules are imported lazily, on the
+# first call with backend "triton".
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # The real data bundle lives beside the repository (see ../shared/data/README.md).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MIXERZOO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

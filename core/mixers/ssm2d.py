@@ -42,8 +42,9 @@ Deviations / simplifications (documented on purpose):
     - The paper restricts the time-axis matrices ``A1``, ``A2`` to a structured form (to recover
       autoregressive processes) and uses diagonal ``A3``, ``A4``; here all four are diagonal.
     - The discretisation of the coupling terms is per-axis ZOH (see ``core.ops.ssm2d``).
-    - The fast path is an exact loop over the shorter axis with a linear scan along the other,
-      not the paper's fused 2-D parallel scan.
+    - The fast paths are exact sequential walks over the grid, not the paper's 2-D parallel
+      scan: on the GPU fused Triton kernels (forward and backward), on the CPU a loop over the
+      shorter axis with a linear scan along the other.
 """
 
 from __future__ import annotations

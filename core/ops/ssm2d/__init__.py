@@ -27,11 +27,13 @@ information, built from the previous variate at the same time step through ``A3`
 ``B_i``, ``C_i``, ``Delta_i`` may be functions of the input. Not established, hence
 reconstruction: the exact discretised form of the coupling terms (here ``A2``, ``A3`` enter the
 ZOH input term of their equation, the held-input reading of ZOH) and of ``Bbar_i``; the paper's
-structured (non-diagonal) ``A1``, ``A2``, reduced here to diagonals. The fast path is not the
-paper's 2-D parallel scan but an exact loop-plus-scan (see ``chunk.py``).
+structured (non-diagonal) ``A1``, ``A2``, reduced here to diagonals. The fast paths are not the
+paper's 2-D parallel scan: an exact loop-plus-scan (``chunk.py``) and fused kernels that walk the
+grid point by point with every intermediate in registers (``triton.py``).
 
-Backends: ``"naive"`` (double loop) and ``"chunk"`` (loop over the shorter axis, ``linear_scan``
-along the other).
+Backends: ``"naive"`` (double loop), ``"chunk"`` (loop over the shorter axis, ``linear_scan``
+along the other) and ``"triton"`` (fused forward and backward kernels, ``triton.py``; the automatic
+choice for CUDA tensors).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from mixerzoo.core.validation import check_tensor
 
 __all__ = ["ssm2d_scan"]
 
-_AVAILABLE = ("naive", "chunk")
+_AVAILABLE = ("naive", "chunk", "triton")
 
 
 def ssm2d_scan(
@@ -76,7 +78,8 @@ def ssm2d_scan(
         B1, B2, C1, C2: ``[B, T, V, N]`` input-dependent input/output vectors.
         state: ``(h1, h2)``, each ``[B, V, E, N]``, the states at the last time step of the
             previous piece (zeros if ``None``).
-        backend: ``"naive"`` or ``"chunk"`` (``None``: automatic).
+        backend: ``"naive"``, ``"chunk"`` or ``"triton"`` (``None``: automatic, see
+            ``core.ops.backend``).
 
     Returns:
         ``y [B, T, V, E]`` and the new state ``(h1, h2)`` at the last time step.
@@ -104,6 +107,10 @@ def ssm2d_scan(
     choice = resolve_backend(where, backend, _AVAILABLE, x.device)
     if choice == "naive":
         y, h1, h2 = ssm2d_scan_naive(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0)
+    elif choice == "triton":
+        from mixerzoo.core.ops.ssm2d.triton import ssm2d_scan_triton
+
+        y, h1, h2 = ssm2d_scan_triton(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0)
     else:
         y, h1, h2 = ssm2d_scan_chunk(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0)
     return y, (h1, h2)

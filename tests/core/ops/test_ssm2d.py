@@ -1,5 +1,6 @@
-"""2-D selective SSM scan: loop+scan (both loop axes) vs the naive double loop (outputs, final
-states, gradients of every input), gradcheck, the decoupled closed form (A2 = A3 = 0 gives two
+"""2-D selective SSM scan: loop+scan (both loop axes) and the fused Triton kernels (on the GPU, or
+interpreted on the CPU) vs the naive double loop (outputs, final states, gradients of every
+input), gradcheck, the decoupled closed form (A2 = A3 = 0 gives two
 1-D selective SSMs), a 2 x 2 grid written out by hand (the coupling neighbours), causality in time
 and across variates, and state carried over time."""
 
@@ -13,7 +14,11 @@ import torch
 from mixerzoo.core.ops.ssm2d import ssm2d_scan
 from mixerzoo.core.ops.ssm2d.chunk import ssm2d_scan_chunk
 from mixerzoo.core.ops.ssm2d.naive import ssm2d_scan_naive
+from mixerzoo.core.ops.ssm2d.triton import ssm2d_scan_triton
 from mixerzoo.core.testing import assert_close
+
+# The Triton backend runs on the GPU when there is one, else interpreted (tests/conftest.py).
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 SHAPES = [(1, 1, 1, 1, 1), (2, 5, 3, 3, 2), (1, 7, 4, 2, 3), (2, 3, 6, 5, 1)]  # (B, T, V, E, N)
 NAMES = ["x", "dt1", "dt2", "A1", "A2", "A3", "A4", "B1", "B2", "C1", "C2", "h1_0", "h2_0"]
@@ -55,9 +60,64 @@ def test_chunk_equals_naive_with_gradients(shape, loop_over):
         assert_close(got, want, msg=label)
 
 
-@pytest.mark.parametrize("backend", ["naive", "chunk"])
+# (B, T, V, E, N): the shapes above, and one whose channels span three kernel blocks with padded
+# lanes in both the channel and the state tile (N = 5 pads to 8, E = 40 to 48).
+TRITON_SHAPES = SHAPES + [(2, 4, 3, 40, 5)]
+
+
+@pytest.mark.parametrize("shape", TRITON_SHAPES)
+def test_triton_equals_naive_with_gradients(shape):
+    inputs = _inputs(*shape, seed=sum(shape))
+    wy = torch.randn(*shape[:4], dtype=torch.float64)
+    wh = torch.randn(shape[0], shape[2], shape[3], shape[4], dtype=torch.float64)
+    out = {}
+    for name, fn, device in (
+        ("naive", ssm2d_scan_naive, torch.device("cpu")),
+        ("triton", ssm2d_scan_triton, DEVICE),
+    ):
+        leaves = [p.to(device).requires_grad_() for p in inputs]
+        y, h1, h2 = fn(*leaves)
+        loss = (y * wy.to(device)).sum() + (h1 * wh.to(device)).sum()
+        loss = loss + (h2 * wh.flip(1).to(device)).sum()
+        grads = torch.autograd.grad(loss, leaves)
+        out[name] = [t.cpu() for t in (y, h1, h2, *grads)]
+    labels = ["y", "h1_last", "h2_last"] + [f"grad {n}" for n in NAMES]
+    for label, got, want in zip(labels, out["triton"], out["naive"]):
+        assert_close(got, want, msg=label)
+    # Without gradients the kernel keeps no states; the outputs are the same.
+    with torch.no_grad():
+        y, h1, h2 = ssm2d_scan_triton(*(p.to(DEVICE) for p in inputs))
+    for got, want in zip((y, h1, h2), out["naive"]):
+        assert_close(got.cpu(), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_low_precision_inputs(dtype):
+    """float32 arithmetic inside whatever the input dtype; outputs and gradients keep it."""
+    inputs = _inputs(2, 6, 3, 4, 3, seed=2, dtype=torch.float32)
+    leaves = [p.to(DEVICE, dtype).requires_grad_() for p in inputs]
+    y, (h1, h2) = ssm2d_scan(*leaves[:11], state=tuple(leaves[11:]), backend="triton")
+    assert y.dtype == h1.dtype == h2.dtype == dtype
+    (y.float().sum() + h1.float().sum()).backward()
+    assert all(p.grad.dtype == dtype for p in leaves)
+    # Against the float32 reference on the (rounded) inputs the kernel saw.
+    rounded = [p.detach().float().cpu() for p in leaves]
+    y_ref, (h1_ref, _) = ssm2d_scan(*rounded[:11], state=tuple(rounded[11:]), backend="naive")
+    assert_close(y.float().cpu(), y_ref, dtype=dtype)
+    assert_close(h1.float().cpu(), h1_ref, dtype=dtype)
+
+
+def test_triton_on_cpu_without_interpreter_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    inputs = _inputs(1, 2, 2, 2, 1)
+    with pytest.raises(RuntimeError, match="needs CUDA tensors.*backend='chunk'"):
+        ssm2d_scan(*inputs[:11], backend="triton")
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunk", "triton"])
 def test_gradcheck(backend):
-    inputs = [p.requires_grad_() for p in _inputs(1, 2, 2, 2, 1, seed=5)]
+    device = DEVICE if backend == "triton" else torch.device("cpu")
+    inputs = [p.to(device).requires_grad_() for p in _inputs(1, 2, 2, 2, 1, seed=5)]
 
     def fn(*args):
         y, (h1, h2) = ssm2d_scan(*args[:11], state=(args[11], args[12]), backend=backend)
