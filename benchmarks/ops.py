@@ -1,16 +1,22 @@
-"""Speed of the fast pure-PyTorch ops against their step-by-step references on the CPU.
+"""Speed of the ops' fast backends against their references.
 
-For each op and sequence length, times the forward pass and the forward + backward pass of the
-``chunk`` backend and of the ``naive`` loop, and prints a table with the speedup. The ops:
+For each op and sequence length, times the forward pass and the forward + backward pass of two
+backends (``--compare FAST REF``; by default the ``chunk`` path against the ``naive`` loop) and
+prints a table with the speedup; on a GPU (``--device cuda``) also the peak memory of the
+forward + backward. The ops:
 
 * ``selective_scan``, ``linear_scan``: per-channel scans; the ``D`` column is the number of
   channels (``--dims``), with ``--d-state`` states per channel.
+* ``ssm2d``: Chimera's 2-D scan over ``T x --variates`` tokens; ``D`` is the inner width ``E``
+  (``--dims``), ``--d-state`` states per channel and axis.
 * ``retention``, ``gla``, ``mlstm``: multi-head linear-attention recurrences with ``--heads``
   heads; the ``D`` column is the head dimension ``dk = dv`` (``--head-dims``).
 
-``--markdown`` also prints the table as Markdown (for ``benchmarks/RESULTS.md``). Example::
+``--markdown`` also prints the table as Markdown (for ``benchmarks/RESULTS.md``). Examples::
 
     .venv/bin/python benchmarks/ops.py --lengths 256 1024 4096 --repeats 3 --ops selective_scan
+    python benchmarks/ops.py --device cuda --compare triton chunk --ops ssm2d --batch 32 \\
+        --dims 64 --d-state 8 --variates 7 --lengths 96 --repeats 10
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from mixerzoo.core.ops import linear_scan, selective_scan
 from mixerzoo.core.ops.gla import gla
 from mixerzoo.core.ops.mlstm import mlstm
 from mixerzoo.core.ops.retention import retention, retnet_decays
+from mixerzoo.core.ops.ssm2d import ssm2d_scan
 
-SCAN_OPS = ("selective_scan", "linear_scan")
+SCAN_OPS = ("selective_scan", "linear_scan", "ssm2d")
 HEAD_OPS = ("retention", "gla", "mlstm")
 OPS = SCAN_OPS + HEAD_OPS
 
@@ -55,6 +62,27 @@ def _inputs_linear(batch: int, dim: int, d_state: int, length: int) -> dict:
     return {
         "a": torch.rand(batch, length, dim, d_state, generator=g),
         "b": torch.randn(batch, length, dim, d_state, generator=g),
+    }
+
+
+def _inputs_ssm2d(batch: int, dim: int, d_state: int, length: int, variates: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    tokens = (batch, length, variates, dim)
+    s4d = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(dim, 1)
+    return {
+        "x": torch.randn(tokens, generator=g),
+        # Step sizes around the mixer's initial range [1e-3, 1e-1].
+        "dt1": F.softplus(torch.randn(tokens, generator=g) - 4.0),
+        "dt2": F.softplus(torch.randn(tokens, generator=g) - 4.0),
+        # The mixer's initialisation: S4D-Real diagonals, couplings at half of it.
+        "A1": -s4d,
+        "A2": -0.5 * s4d,
+        "A3": -0.5 * s4d,
+        "A4": -s4d.clone(),
+        **{
+            k: torch.randn(batch, length, variates, d_state, generator=g)
+            for k in ("B1", "B2", "C1", "C2")
+        },
     }
 
 
@@ -107,23 +135,34 @@ def _call(op: str, backend: str, inputs: dict) -> torch.Tensor:
         return selective_scan(**inputs, delta_softplus=True, backend=backend)
     if op == "linear_scan":
         return linear_scan(**inputs, backend=backend)[0]
+    if op == "ssm2d":
+        return ssm2d_scan(**inputs, backend=backend)[0]
     fn = {"retention": retention, "gla": gla, "mlstm": mlstm}[op]
     # Only the output is differentiated: the final state is what a carried piece would use.
     return fn(**inputs, backend=backend)[0]
 
 
-def _time(fn: Callable[[], None], repeats: int) -> float:
-    fn()  # warm-up: allocator and first-call costs are not what we measure
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
+    fn()  # warm-up: allocator, compilation and first-call costs are not what we measure
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         start = time.perf_counter()
         fn()
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return best
 
 
-def bench(op: str, backend: str, inputs: dict, repeats: int) -> tuple[float, float]:
-    """(forward seconds, forward + backward seconds), best of ``repeats``."""
+def bench(op: str, backend: str, inputs: dict, repeats: int) -> tuple[float, float, float | None]:
+    """(forward seconds, forward + backward seconds, best of ``repeats``; peak GiB of the forward
+    + backward on a GPU, else ``None``)."""
+    device = next(iter(inputs.values())).device
 
     def forward() -> None:
         with torch.no_grad():
@@ -141,25 +180,36 @@ def bench(op: str, backend: str, inputs: dict, repeats: int) -> tuple[float, flo
             v.grad = None
         out = _call(op, backend, leaves)
         if not grad:
-            grad.append(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+            g = torch.Generator().manual_seed(1)
+            grad.append(torch.randn(out.shape, generator=g).to(out.device))
         out.backward(grad[0])
 
-    return _time(forward, repeats), _time(forward_backward, repeats)
+    fwd = _time(forward, repeats, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    fwd_bwd = _time(forward_backward, repeats, device)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return fwd, fwd_bwd, peak
 
 
-def _markdown(setup: str, rows: list[tuple[str, int, int, float, float, float, float]]) -> str:
-    """The table as Markdown, times in milliseconds."""
+def _memory(peak: float | None) -> str:
+    return "-" if peak is None else f"{peak:.2f}"
+
+
+def _markdown(setup: str, names: tuple[str, str], rows: list[tuple]) -> str:
+    """The table as Markdown, times in milliseconds, peak memory in GiB."""
+    fast, ref = names
     lines = [
         f"{setup}.",
         "",
-        "| op | D | T | fwd chunk (ms) | fwd naive (ms) | speedup "
-        "| f+b chunk (ms) | f+b naive (ms) | speedup |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| op | D | T | fwd {fast} (ms) | fwd {ref} (ms) | speedup "
+        f"| f+b {fast} (ms) | f+b {ref} (ms) | speedup | peak {fast} (GiB) | peak {ref} (GiB) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for op, dim, length, fc, fn, bc, bn in rows:
+    for op, dim, length, (ff, bf, pf), (fr, br, pr) in rows:
         lines.append(
-            f"| {op} | {dim} | {length} | {fc * 1e3:.1f} | {fn * 1e3:.1f} | {fn / fc:.1f}x "
-            f"| {bc * 1e3:.1f} | {bn * 1e3:.1f} | {bn / bc:.1f}x |"
+            f"| {op} | {dim} | {length} | {ff * 1e3:.1f} | {fr * 1e3:.1f} | {fr / ff:.1f}x "
+            f"| {bf * 1e3:.1f} | {br * 1e3:.1f} | {br / bf:.1f}x | {_memory(pf)} | {_memory(pr)} |"
         )
     return "\n".join(lines)
 
@@ -185,9 +235,20 @@ def main() -> None:
         default=[32, 64],
         help="head dim dk = dv (retention, gla, mlstm)",
     )
+    parser.add_argument(
+        "--variates", type=int, default=7, help="variates V of the ssm2d grid (ETTh1 has 7)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the best is shown")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        default=["chunk", "naive"],
+        metavar=("FAST", "REF"),
+        help="the two backends timed (default: chunk naive)",
     )
     parser.add_argument(
         "--markdown", action="store_true", help="also print the table as Markdown at the end"
@@ -195,17 +256,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    fast, ref = args.compare
 
-    setup = f"CPU, {torch.get_num_threads()} threads, batch {args.batch}"
+    if device.type == "cuda":
+        setup = f"{torch.cuda.get_device_name(device)}, batch {args.batch}"
+    else:
+        setup = f"CPU, {torch.get_num_threads()} threads, batch {args.batch}"
     if any(op in SCAN_OPS for op in args.ops):
         setup += f", N={args.d_state}"
+    if "ssm2d" in args.ops:
+        setup += f", V={args.variates} (ssm2d)"
     if any(op in HEAD_OPS for op in args.ops):
         setup += f", H={args.heads}"
     setup += f", best of {args.repeats}"
     print(setup)
     header = (
-        f"{'op':<15}{'D':>5}{'T':>6} | {'fwd chunk':>10}{'fwd naive':>10}{'speedup':>8} | "
-        f"{'f+b chunk':>10}{'f+b naive':>10}{'speedup':>8}"
+        f"{'op':<15}{'D':>5}{'T':>6} | {'fwd ' + fast:>12}{'fwd ' + ref:>12}{'speedup':>8} | "
+        f"{'f+b ' + fast:>12}{'f+b ' + ref:>12}{'speedup':>8} | {'peak GiB':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -214,22 +282,25 @@ def main() -> None:
         scan = op in SCAN_OPS
         for dim in args.dims if scan else args.head_dims:
             for length in args.lengths:
-                if scan:
+                if op == "ssm2d":
+                    inputs = _inputs_ssm2d(args.batch, dim, args.d_state, length, args.variates)
+                elif scan:
                     inputs = MAKE[op](args.batch, dim, args.d_state, length)
                 else:
                     inputs = MAKE[op](args.batch, args.heads, dim, length)
-                fc, bc = bench(op, "chunk", inputs, args.repeats)
-                fn, bn = bench(op, "naive", inputs, args.repeats)
-                rows.append((op, dim, length, fc, fn, bc, bn))
+                inputs = {k: v.to(device) for k, v in inputs.items()}
+                f, r = (bench(op, backend, inputs, args.repeats) for backend in (fast, ref))
+                rows.append((op, dim, length, f, r))
                 print(
-                    f"{op:<15}{dim:>5}{length:>6} | {fc * 1e3:>8.1f}ms{fn * 1e3:>8.1f}ms{fn / fc:>7.1f}x | "
-                    f"{bc * 1e3:>8.1f}ms{bn * 1e3:>8.1f}ms{bn / bc:>7.1f}x",
+                    f"{op:<15}{dim:>5}{length:>6} | {f[0] * 1e3:>10.1f}ms{r[0] * 1e3:>10.1f}ms"
+                    f"{r[0] / f[0]:>7.1f}x | {f[1] * 1e3:>10.1f}ms{r[1] * 1e3:>10.1f}ms"
+                    f"{r[1] / f[1]:>7.1f}x | {_memory(f[2]):>5} {_memory(r[2]):>6}",
                     flush=True,
                 )
     if args.markdown:
         note = "D is the channel count for the scans and the head dim dk = dv for the others"
         print()
-        print(_markdown(f"{setup}; {note}", rows))
+        print(_markdown(f"{setup}; {note}", (fast, ref), rows))
 
 
 if __name__ == "__main__":
