@@ -173,7 +173,7 @@ def _ssm2d_bwd_kernel(
                 gd2_ptr + tok * E + offs_e, tl.sum(gh2 * a4 * (A4 * left2 + s2), axis=1), mask=me
             )
             tl.store(gx_ptr + tok * E + offs_e, tl.sum(k1 * B1 + k2 * B2, axis=1), mask=me)
-            part = (eblock * n_batch * T * V + tok) * N + offs_n
+            part = (eblock.to(tl.int64) * n_batch * T * V + tok) * N + offs_n
             tl.store(gb1_ptr + part, tl.sum(k1 * x, axis=0), mask=mn)
             tl.store(gb2_ptr + part, tl.sum(k2 * x, axis=0), mask=mn)
             tl.store(gc1_ptr + part, tl.sum(gy * h1, axis=0), mask=mn)
