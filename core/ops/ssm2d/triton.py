@@ -41,6 +41,35 @@ __all__ = ["ssm2d_scan_triton"]
 
 
 @triton.jit
+def _load_transitions(a1_ptr, a2_ptr, a3_ptr, a4_ptr, en, m2):
+    """``A1 .. A4`` tiles ``[BLOCK_E, BLOCK_N]``. Padding lanes get ``A1 = A4 = -1`` so that
+    ``(a - 1) / A`` stays finite there; their inputs are zero."""
+    A1 = tl.load(a1_ptr + en, mask=m2, other=-1.0)
+    A2 = tl.load(a2_ptr + en, mask=m2, other=0.0)
+    A3 = tl.load(a3_ptr + en, mask=m2, other=0.0)
+    A4 = tl.load(a4_ptr + en, mask=m2, other=-1.0)
+    return A1, A2, A3, A4
+
+
+@triton.jit
+def _load_token(
+    x_ptr, dt1_ptr, dt2_ptr, b1_ptr, b2_ptr, c1_ptr, c2_ptr, tok, E, N, offs_e, offs_n, me, mn
+):  # fmt: skip
+    """The inputs of grid point ``tok``: ``x, dt1, dt2`` as columns ``[BLOCK_E, 1]``, ``B1, B2,
+    C1, C2`` as rows ``[1, BLOCK_N]``."""
+    at_e = tok * E + offs_e
+    at_n = tok * N + offs_n
+    x = tl.load(x_ptr + at_e, mask=me, other=0.0)[:, None]
+    d1 = tl.load(dt1_ptr + at_e, mask=me, other=0.0)[:, None]
+    d2 = tl.load(dt2_ptr + at_e, mask=me, other=0.0)[:, None]
+    B1 = tl.load(b1_ptr + at_n, mask=mn, other=0.0)[None, :]
+    B2 = tl.load(b2_ptr + at_n, mask=mn, other=0.0)[None, :]
+    C1 = tl.load(c1_ptr + at_n, mask=mn, other=0.0)[None, :]
+    C2 = tl.load(c2_ptr + at_n, mask=mn, other=0.0)[None, :]
+    return x, d1, d2, B1, B2, C1, C2
+
+
+@triton.jit
 def _ssm2d_fwd_kernel(
     x_ptr, dt1_ptr, dt2_ptr,  # [B, T, V, E]
     a1_ptr, a2_ptr, a3_ptr, a4_ptr,  # [E, N]
@@ -57,11 +86,7 @@ def _ssm2d_fwd_kernel(
     me, mn = offs_e < E, offs_n < N
     m2 = me[:, None] & mn[None, :]
     en = offs_e[:, None] * N + offs_n[None, :]
-    # Padding lanes get A = -1 so that (a - 1) / A stays finite; their inputs are zero.
-    A1 = tl.load(a1_ptr + en, mask=m2, other=-1.0)
-    A2 = tl.load(a2_ptr + en, mask=m2, other=0.0)
-    A3 = tl.load(a3_ptr + en, mask=m2, other=0.0)
-    A4 = tl.load(a4_ptr + en, mask=m2, other=-1.0)
+    A1, A2, A3, A4 = _load_transitions(a1_ptr, a2_ptr, a3_ptr, a4_ptr, en, m2)
     t = 0
     while t < T:  # while, not range: the interpreter cannot take a runtime range bound
         left1 = tl.zeros_like(A1)  # h1[t, v-1], h2[t, v-1]: nothing before the first variate
@@ -69,13 +94,10 @@ def _ssm2d_fwd_kernel(
         v = 0
         while v < V:
             tok = (b * T + t) * V + v
-            x = tl.load(x_ptr + tok * E + offs_e, mask=me, other=0.0)[:, None]
-            d1 = tl.load(dt1_ptr + tok * E + offs_e, mask=me, other=0.0)[:, None]
-            d2 = tl.load(dt2_ptr + tok * E + offs_e, mask=me, other=0.0)[:, None]
-            B1 = tl.load(b1_ptr + tok * N + offs_n, mask=mn, other=0.0)[None, :]
-            B2 = tl.load(b2_ptr + tok * N + offs_n, mask=mn, other=0.0)[None, :]
-            C1 = tl.load(c1_ptr + tok * N + offs_n, mask=mn, other=0.0)[None, :]
-            C2 = tl.load(c2_ptr + tok * N + offs_n, mask=mn, other=0.0)[None, :]
+            x, d1, d2, B1, B2, C1, C2 = _load_token(
+                x_ptr, dt1_ptr, dt2_ptr, b1_ptr, b2_ptr, c1_ptr, c2_ptr,
+                tok, E, N, offs_e, offs_n, me, mn,
+            )  # fmt: skip
             row = (b * V + v) * E * N + en
             up1 = tl.load(s1_ptr + row, mask=m2, other=0.0)  # h1[t-1, v], h2[t-1, v]
             up2 = tl.load(s2_ptr + row, mask=m2, other=0.0)
@@ -118,10 +140,7 @@ def _ssm2d_bwd_kernel(
     me, mn = offs_e < E, offs_n < N
     m2 = me[:, None] & mn[None, :]
     en = offs_e[:, None] * N + offs_n[None, :]
-    A1 = tl.load(a1_ptr + en, mask=m2, other=-1.0)
-    A2 = tl.load(a2_ptr + en, mask=m2, other=0.0)
-    A3 = tl.load(a3_ptr + en, mask=m2, other=0.0)
-    A4 = tl.load(a4_ptr + en, mask=m2, other=-1.0)
+    A1, A2, A3, A4 = _load_transitions(a1_ptr, a2_ptr, a3_ptr, a4_ptr, en, m2)
     gA1 = tl.zeros_like(A1)
     gA2 = tl.zeros_like(A1)
     gA3 = tl.zeros_like(A1)
@@ -134,14 +153,11 @@ def _ssm2d_bwd_kernel(
         v = V - 1
         while v >= 0:
             tok = (b * T + t) * V + v
-            x = tl.load(x_ptr + tok * E + offs_e, mask=me, other=0.0)[:, None]
-            d1 = tl.load(dt1_ptr + tok * E + offs_e, mask=me, other=0.0)[:, None]
-            d2 = tl.load(dt2_ptr + tok * E + offs_e, mask=me, other=0.0)[:, None]
+            x, d1, d2, B1, B2, C1, C2 = _load_token(
+                x_ptr, dt1_ptr, dt2_ptr, b1_ptr, b2_ptr, c1_ptr, c2_ptr,
+                tok, E, N, offs_e, offs_n, me, mn,
+            )  # fmt: skip
             gy = tl.load(gy_ptr + tok * E + offs_e, mask=me, other=0.0)[:, None]
-            B1 = tl.load(b1_ptr + tok * N + offs_n, mask=mn, other=0.0)[None, :]
-            B2 = tl.load(b2_ptr + tok * N + offs_n, mask=mn, other=0.0)[None, :]
-            C1 = tl.load(c1_ptr + tok * N + offs_n, mask=mn, other=0.0)[None, :]
-            C2 = tl.load(c2_ptr + tok * N + offs_n, mask=mn, other=0.0)[None, :]
             here = tok * E * N + en
             h1 = tl.load(h1_ptr + here, mask=m2, other=0.0)
             h2 = tl.load(h2_ptr + here, mask=m2, other=0.0)
