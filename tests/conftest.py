@@ -7,8 +7,8 @@ import pytest
 import torch
 
 # Without a GPU the Triton kernels run in Triton's interpreter (DESIGN.md, Kernels). It must be
-# switched on before any kernel module is imported; the kernel modules are imported lazily, on the
-# first call with backend "triton".
+# switched on before a kernel module is imported: this file is loaded before any test module, and
+# the library imports its kernel modules only on the first call with backend "triton".
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
