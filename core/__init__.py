@@ -6,8 +6,9 @@ Public API::
 """
 
 from mixerzoo.core import mixers as _mixers  # noqa: F401  (registers the mixers)
-from mixerzoo.core.blocks import MLP, Block, DropPath, get_activation, make_norm
+from mixerzoo.core.blocks import Block
 from mixerzoo.core.dropout import Dropout
+from mixerzoo.core.layers import GLU, MLP, DropPath, ScaleNorm, get_activation, make_norm
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import (
     UnknownNameError,

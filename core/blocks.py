@@ -1,8 +1,9 @@
-"""Residual blocks and small layers shared by every domain.
+"""The residual block shared by every domain.
 
 ``Block`` wraps any registered mixer with a norm, a position-wise MLP and residual connections,
 in the pre-norm form (GPT-2, ViT, Mamba) or the post-norm form of the original Transformer
-(used by iTransformer/Informer/Autoformer, which follow it), so domain models never rebuild this.
+(used by iTransformer/Informer/Autoformer, which follow it), so domain models never rebuild this. The small layers it is made of (``MLP``, ``DropPath``,
+norms, activations) live in :mod:`mixerzoo.core.layers` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,81 +14,11 @@ import torch
 from torch import nn
 
 from mixerzoo.core.dropout import Dropout
+from mixerzoo.core.layers import MLP, DropPath, get_activation, make_norm
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import create_mixer
 
 __all__ = ["Block", "MLP", "DropPath", "make_norm", "get_activation"]
-
-_ACTIVATIONS = {
-    "gelu": nn.GELU,
-    "relu": nn.ReLU,
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "elu": nn.ELU,
-    "tanh": nn.Tanh,
-    "identity": nn.Identity,
-}
-
-
-def get_activation(name: str) -> nn.Module:
-    """An activation module by name (gelu, relu, silu/swish, elu, tanh, identity)."""
-    try:
-        return _ACTIVATIONS[name.lower()]()
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}"
-        ) from None
-
-
-def make_norm(kind: str, d_model: int, eps: float = 1e-5) -> nn.Module:
-    """A normalisation over the last dim: ``"layernorm"``, ``"rmsnorm"`` or ``"none"``."""
-    kind = kind.lower()
-    if kind == "layernorm":
-        return nn.LayerNorm(d_model, eps=eps)
-    if kind == "rmsnorm":
-        return nn.RMSNorm(d_model, eps=eps)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; choose 'layernorm', 'rmsnorm' or 'none'")
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al., 2016, arXiv 1603.09382): drop whole residual branches per
-    sample during training, rescaling the kept ones by ``1 / (1 - p)``."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"DropPath: p must be in [0, 1), got {p}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-class MLP(nn.Module):
-    """Position-wise feed-forward ``Linear(D, d_ff) -> act -> dropout -> Linear(d_ff, D)``.
-
-    Args:
-        d_model: input/output width ``D``.
-        d_ff: hidden width.
-        activation: activation name (see ``get_activation``).
-        dropout: dropout after the activation.
-    """
-
-    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", dropout: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(d_model, d_ff)
-        self.act = get_activation(activation)
-        self.drop = Dropout(dropout)
-        self.fc2 = nn.Linear(d_ff, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
 class Block(nn.Module):
@@ -116,8 +47,10 @@ class Block(nn.Module):
         mixer_dropout: dropout on the mixer branch only (default: ``dropout``); S-Mamba uses 0.
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], state)``; ``step(x_t [B, D], state)``
-        for causal mixers. The state is the mixer's state.
+        ``forward(x [B, T, D], state=None, *, reset=None, mask=None) -> (y [B, T, D], state)``
+        (``reset``/``mask`` as in the mixer contract, passed to the mixer; the MLP is
+        position-wise, so padding never reaches a real token through it); ``step(x_t [B, D],
+        state)`` for causal mixers. The state is the mixer's state.
     """
 
     def __init__(
@@ -167,12 +100,19 @@ class Block(nn.Module):
             return x + self.drop_path(self.dropout(self.mlp(self.norm2(x))))
         return self.norm2(x + self.drop_path(self.dropout(self.mlp(x))))
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: Any = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
         if self.prenorm:
-            y, state = self.mixer(self.norm1(x), state)
+            y, state = self.mixer(self.norm1(x), state, reset=reset, mask=mask)
             x = x + self.drop_path(self.mixer_dropout(y))
         else:
-            y, state = self.mixer(x, state)
+            y, state = self.mixer(x, state, reset=reset, mask=mask)
             x = self.norm1(x + self.drop_path(self.mixer_dropout(y)))
         return self._mlp(x), state
 
