@@ -21,11 +21,17 @@ from mixerzoo.core.registry import (
     register_mixer,
     register_model,
 )
+from mixerzoo.core.state import reset_state, select_state, state_to
 
 __all__ = [
     "Mixer",
     "Block",
     "MLP",
+    "GLU",
+    "ScaleNorm",
+    "reset_state",
+    "select_state",
+    "state_to",
     "DropPath",
     "Dropout",
     "get_activation",
