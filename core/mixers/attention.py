@@ -1,159 +1,41 @@
-"""Multi-head softmax attention as a mixer.
+"""Multi-head softmax attention as a mixer, for self- and cross-attention.
 
 Follows "Attention Is All You Need" (Vaswani et al., 2017, arXiv 1706.03762): separate query,
 key and value projections, scaled dot-product attention per head, output projection. The causal
 variant keeps a key/value cache as its state, so ``forward`` over pieces and ``step`` token by
 token give the same result as ``forward`` over the whole sequence.
 
-The product itself is :func:`dot_product_attention`: PyTorch's ``scaled_dot_product_attention``
-(fused kernels) on accelerators, and on the CPU, for short sequences or with dropout, an explicit
-softmax attention over contiguous per-head matrices. PyTorch's CPU path with dropout draws a
-Bernoulli sample per weight, and its backward multiplies the many tiny per-head matrices one by
-one (about 5 ms per call for iTransformer's 11 tokens x 8 heads x 32 windows, against 1.4 ms
-here); the explicit form uses :func:`mixerzoo.core.dropout.dropout_multiplier` for the weights
-and batched products in BLAS-friendly layouts, forward and backward.
+- **Cross-attention** (``forward(x, memory=...)``): queries from ``x``, keys and values from another
+  sequence ``memory [B, S, D]`` (an encoder output), with an optional ``memory_mask [B, S]``; the
+  decoders of the Transformer forecasters use it.
+- **Resets and padding** (the mixer contract): the cache carries a per-key validity flag, so keys
+  of an episode that ended (``reset``) or of padded positions (``mask``) are never attended to;
+  ``core.state.reset_state`` clears a row's cache by clearing its flags.
+
+The product itself is :func:`mixerzoo.core.ops.attention.dot_product_attention` (PyTorch's fused
+kernels, or a faster explicit form on the CPU).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mixerzoo.core.dropout import dropout_multiplier, multiplier_applies
+from mixerzoo.core.layers import merge_heads, split_heads
+from mixerzoo.core.layers.sequence import check_mask, segment_ids
 from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.ops.attention import dot_product_attention
 from mixerzoo.core.registry import register_mixer
+from mixerzoo.core.validation import check_tensor
 
 __all__ = ["Attention", "dot_product_attention"]
 
 KVCache = dict[str, torch.Tensor]
 
-# On the CPU without dropout, PyTorch's fused (flash) kernel wins once the score matrix is larger
-# than about 128 x 128 per head (measured on 2 cores: 11 tokens 4.5 ms vs 1.1 ms, 96 tokens
-# 27.7 ms vs 18.8 ms, 256 tokens 29.8 ms vs 39.7 ms, forward + backward); with dropout the explicit
-# form is never slower (its CPU dropout path materialises the scores too).
-_EXPLICIT_MAX_SCORES = 128 * 128
-
-
-class _SoftmaxAttention(torch.autograd.Function):
-    """``softmax(q k^T * scale + bias) * dropout @ v`` on ``[N, T, d]`` contiguous tensors.
-
-    ``bias`` is an additive ``[N | 1, Tq, Tk]`` tensor (``-inf`` where masked) or ``None``;
-    ``multiplier`` the dropout multiplier of the weights or ``None``. Every batched product in
-    forward and backward takes contiguous (or plainly transposed) operands, which keeps PyTorch's
-    CPU ``bmm`` on its batched BLAS path.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, multiplier, scale: float):
-        scores = torch.bmm(q, k.transpose(1, 2).contiguous()).mul_(scale)
-        if bias is not None:
-            scores.add_(bias)
-        weights = torch.softmax(scores, dim=-1)
-        dropped = weights if multiplier is None else weights * multiplier
-        ctx.save_for_backward(q, k, v, weights, dropped, multiplier)
-        ctx.scale = scale
-        return torch.bmm(dropped, v)
-
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, weights, dropped, multiplier = ctx.saved_tensors
-        grad = grad.contiguous()
-        need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        grad_q = grad_k = grad_v = None
-        if need_v:
-            grad_v = torch.bmm(dropped.transpose(1, 2).contiguous(), grad)
-        if need_q or need_k:
-            grad_weights = torch.bmm(grad, v.transpose(1, 2).contiguous())
-            if multiplier is not None:
-                grad_weights.mul_(multiplier)
-            grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
-            grad_scores.mul_(ctx.scale)
-            if need_q:
-                grad_q = torch.bmm(grad_scores, k)
-            if need_k:
-                grad_k = torch.bmm(grad_scores.transpose(1, 2).contiguous(), q)
-        return grad_q, grad_k, grad_v, None, None, None
-
-
-def dot_product_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    attn_mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    is_causal: bool = False,
-    scale: float | None = None,
-) -> torch.Tensor:
-    """``torch.nn.functional.scaled_dot_product_attention`` with a faster CPU path.
-
-    Same arguments and result (``attn_mask`` boolean, True = attend, or additive; ``is_causal``
-    aligned top-left; dropout on the weights). On the CPU, in float32/float64, with dropout or a
-    score matrix of at most 128 x 128 per head, the explicit form (see the module docstring)
-    computes it; its dropout is :func:`mixerzoo.core.dropout.dropout_multiplier` (``p`` rounded to
-    a multiple of ``2**-16``). Elsewhere PyTorch's kernel does.
-
-    Shapes:
-        ``q [..., Tq, E], k [..., Tk, E], v [..., Tk, Ev] -> [..., Tq, Ev]`` (same batch shape).
-    """
-    t_q, t_k = q.shape[-2], k.shape[-2]
-    explicit = (
-        q.device.type == "cpu"
-        and q.dtype in (torch.float32, torch.float64)
-        and q.dim() >= 3
-        and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
-        and (dropout_p > 0 or t_q * t_k <= _EXPLICIT_MAX_SCORES)
-        # dropout the multiplier cannot serve, and learned (differentiable) masks: PyTorch's
-        and (dropout_p == 0 or multiplier_applies(dropout_p, q.dtype))
-        and not (attn_mask is not None and attn_mask.requires_grad)
-    )
-    if not explicit:
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
-        )
-    batch = q.shape[:-2]
-    n = batch.numel()
-    bias = None
-    if is_causal:
-        if attn_mask is not None:
-            raise ValueError("dot_product_attention: give attn_mask or is_causal, not both")
-        attn_mask = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).tril()
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device)
-            bias.masked_fill_(~attn_mask, float("-inf"))
-        else:
-            bias = attn_mask.to(q.dtype)
-        try:
-            full = torch.broadcast_shapes(bias.shape, batch + (t_q, t_k))
-        except RuntimeError:
-            full = None
-        if full is None or full[:-2] != batch:
-            raise ValueError(
-                f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the scores "
-                f"{tuple(batch + (t_q, t_k))}"
-            )
-        if bias.dim() <= 2 or bias.shape[:-2].numel() == 1:
-            bias = bias.reshape(1, *bias.shape[-2:]).expand(1, t_q, t_k)
-        else:
-            bias = bias.expand(full).reshape(n, t_q, t_k)
-    multiplier = None
-    if dropout_p > 0:
-        multiplier = dropout_multiplier((n, t_q, t_k), dropout_p, q.dtype)
-    y = _SoftmaxAttention.apply(
-        q.reshape(n, t_q, -1).contiguous(),
-        k.reshape(n, t_k, -1).contiguous(),
-        v.reshape(n, t_k, -1).contiguous(),
-        bias,
-        multiplier,
-        q.shape[-1] ** -0.5 if scale is None else scale,
-    )
-    return y.view(*batch, t_q, y.shape[-1])
-
 
 @register_mixer("attention")
 class Attention(Mixer):
-    """Multi-head softmax self-attention.
+    """Multi-head softmax attention (self-attention, or cross-attention with ``memory``).
 
     Args:
         d_model: model width ``D``.
@@ -163,8 +45,10 @@ class Attention(Mixer):
         bias: use biases in the projections.
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], state)``; state is ``None`` for the
-        bidirectional variant and ``{"k", "v": [B, H, S, D/H]}`` (all keys/values so far) when causal.
+        ``forward(x [B, T, D], state=None, *, memory=None, memory_mask=None, reset=None,
+        mask=None) -> (y [B, T, D], state)``. The state is ``None`` for the bidirectional variant
+        and for cross-attention, and the cache ``{"k", "v": [B, H, S, D/H], "valid": [B, S]}`` (all
+        keys/values so far, and whether each may still be attended to) when causal.
     """
 
     def __init__(
@@ -190,49 +74,101 @@ class Attention(Mixer):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
-
-    def forward(
-        self, x: torch.Tensor, state: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache | None]:
-        self.check_input(x)
-        b, t, _ = x.shape
-        q, k, v = (
-            self._heads(self.q_proj(x)),
-            self._heads(self.k_proj(x)),
-            self._heads(self.v_proj(x)),
-        )
-        mask = None
-        is_causal = False
-        if state is not None:
-            if not self.causal:
-                raise ValueError(
-                    "Attention(causal=False) attends to the whole sequence and takes no state; "
-                    "pass state=None or build it with causal=True"
-                )
-            k = torch.cat([state["k"].to(k.dtype), k], dim=2)
-            v = torch.cat([state["v"].to(v.dtype), v], dim=2)
-        if self.causal:
-            past = k.shape[2] - t
-            if past == 0:
-                is_causal = True
-            else:
-                # Query i (absolute position past + i) sees keys 0 .. past + i.
-                mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(
-                    diagonal=past
-                )
+    def _attend(self, q, k, v, attn_mask=None, is_causal=False) -> torch.Tensor:
         y = dot_product_attention(
             q,
             k,
             v,
-            attn_mask=mask,
+            attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal,
         )
-        y = self.out_proj(y.transpose(1, 2).reshape(b, t, self.d_model))
-        return y, ({"k": k, "v": v} if self.causal else None)
+        return self.out_proj(merge_heads(y))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: KVCache | None = None,
+        *,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        self.check_input(x)
+        mask = self.check_mask(mask, x)
+        if memory is not None:
+            return self._cross(x, memory, memory_mask, state, reset), None
+        reset = self.check_reset(reset, x)
+        b, t, _ = x.shape
+        q, k, v = (
+            split_heads(proj(x), self.n_heads) for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        if not self.causal:
+            if state is not None:
+                raise ValueError(
+                    "Attention(causal=False) attends to the whole sequence and takes no state; "
+                    "pass state=None or build it with causal=True"
+                )
+            attn_mask = (
+                None if mask is None else _with_self(mask.view(b, 1, 1, t).expand(b, 1, t, t))
+            )
+            return self._attend(q, k, v, attn_mask), None
+
+        if state is None and reset is None and mask is None:
+            y = self._attend(q, k, v, is_causal=True)
+            return y, {"k": k, "v": v, "valid": torch.ones(b, t, dtype=torch.bool, device=x.device)}
+        if state is None:
+            state = self.init_state(b, x.device, k.dtype)
+        self._check_state(state, b)
+        past = state["k"].shape[2]
+        keys = torch.cat([state["k"].to(k.dtype), k], dim=2)
+        values = torch.cat([state["v"].to(v.dtype), v], dim=2)
+        real = torch.ones(b, t, dtype=torch.bool, device=x.device) if mask is None else mask
+        seg = segment_ids(reset, (b, t), x.device)
+        # Cached keys belong to segment 0 (the one the carried state continues).
+        key_seg = torch.cat([seg.new_zeros(b, past), seg], dim=1)
+        key_ok = torch.cat([state["valid"].to(x.device), real], dim=1)
+        # Query i (absolute position past + i) sees the valid keys of its own segment up to itself.
+        order = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        allowed = order & key_ok.unsqueeze(1) & (key_seg.unsqueeze(1) == seg.unsqueeze(2))
+        y = self._attend(q, keys, values, _with_self(allowed.unsqueeze(1), past))
+        last_seg = seg[:, -1:] if reset is not None else seg.new_zeros(b, 1)
+        valid = key_ok & (key_seg == last_seg)
+        return y, {"k": keys, "v": values, "valid": valid}
+
+    def _cross(self, x, memory, memory_mask, state, reset) -> torch.Tensor:
+        where = f"{type(self).__name__}.forward"
+        if state is not None or reset is not None:
+            raise ValueError(
+                f"{where}: cross-attention (memory=...) reads a whole memory and takes no state "
+                f"or reset"
+            )
+        b, t, _ = x.shape
+        check_tensor("memory", memory, (b, "S", self.d_model), where=where)
+        s = memory.shape[1]
+        q = split_heads(self.q_proj(x), self.n_heads)
+        k, v = (
+            split_heads(self.k_proj(memory), self.n_heads),
+            split_heads(self.v_proj(memory), self.n_heads),
+        )
+        memory_mask = check_mask(memory_mask, memory, where) if memory_mask is not None else None
+        attn_mask = None
+        if memory_mask is not None:
+            if not bool(memory_mask.any(1).all()):
+                raise ValueError(f"{where}: memory_mask leaves a row without any real memory token")
+            attn_mask = memory_mask.view(b, 1, 1, s)
+        return self._attend(q, k, v, attn_mask)
+
+    def _check_state(self, state: KVCache, batch: int) -> None:
+        if not isinstance(state, dict) or set(state) != {"k", "v", "valid"}:
+            raise TypeError(
+                "Attention: state must be the dict {'k', 'v', 'valid'} returned by forward/step "
+                "or init_state"
+            )
+        check_tensor(
+            "state['k']", state["k"], (batch, self.n_heads, "S", self.d_head), where="Attention"
+        )
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -240,7 +176,20 @@ class Attention(Mixer):
         if not self.causal:
             return None
         empty = torch.zeros(batch_size, self.n_heads, 0, self.d_head, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone()}
+        valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        return {"k": empty, "v": empty.clone(), "valid": valid}
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, causal={self.causal}, dropout={self.dropout}"
+
+
+def _with_self(allowed: torch.Tensor, past: int = 0) -> torch.Tensor:
+    """Let a query whose row allows no key attend to its own key, so padded queries (whose
+    outputs are unspecified) never produce NaN; a real query always sees itself already."""
+    empty = ~allowed.any(-1, keepdim=True)
+    if not bool(empty.any()):
+        return allowed
+    t, s = allowed.shape[-2], allowed.shape[-1]
+    own = torch.zeros(t, s, dtype=torch.bool, device=allowed.device)
+    own[torch.arange(t), past + torch.arange(t)] = True
+    return allowed | (empty & own)

@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.layers.conv import causal_depthwise_conv1d
+from mixerzoo.core.layers.sequence import Compaction
 from mixerzoo.core.mixers.base import Mixer
-from mixerzoo.core.mixers.gated_attention import FFConvM
+from mixerzoo.core.mixers.gated_attention import FFConvM, zero_padding
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
 
@@ -114,9 +116,15 @@ class FSMN(Mixer):
         self.memory_weight = nn.Parameter(conv.weight.detach().squeeze(1).clone())
 
     def forward(
-        self, x: torch.Tensor, state: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.check_input(x)
+        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
         p = self.project(F.relu(self.linear(x)))
         if not self.causal:
             if state is not None:
@@ -124,19 +132,26 @@ class FSMN(Mixer):
                     f"FSMN(rorder={self.rorder}) looks ahead and takes no state; pass state=None "
                     f"or build it with rorder=0"
                 )
-            memory = fsmn_memory(p, self.memory_weight, self.lorder, self.rorder, self.dilation)
+            compaction = Compaction(mask) if mask is not None else None
+            if compaction is None:
+                memory = fsmn_memory(p, self.memory_weight, self.lorder, self.rorder, self.dilation)
+            else:
+                # Each row without its padding (zeros past its last real token), as run alone.
+                p_rows = zero_padding(compaction.compact(p), compaction.valid)
+                memory = compaction.expand(
+                    fsmn_memory(p_rows, self.memory_weight, self.lorder, self.rorder, self.dilation)
+                )
             new_state = None
         else:
-            if state is None:
-                state = self.init_state(x.shape[0], x.device, p.dtype)
-            check_tensor(
-                "state", state, (x.shape[0], self.context, self.d_model), where="FSMN.forward"
+            if state is not None:
+                check_tensor(
+                    "state", state, (x.shape[0], self.context, self.d_model), where="FSMN.forward"
+                )
+            # The look-back taps are a causal depthwise convolution (the carried history replaces
+            # the zero padding of the first lorder - 1 taps).
+            memory, new_state = causal_depthwise_conv1d(
+                p, self.memory_weight, None, state, self.dilation, reset=reset, mask=mask
             )
-            history = torch.cat([state.to(p.dtype), p], dim=1)
-            # The carried history replaces the zero padding of the first lorder - 1 taps.
-            memory = fsmn_memory(history, self.memory_weight, self.lorder, 0, self.dilation)
-            memory = memory[:, self.context :]
-            new_state = history[:, history.shape[1] - self.context :]
         y = p + memory
         return (x + y if self.residual else y), new_state
 
@@ -164,9 +179,16 @@ class _InstanceNormTime(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, unbiased=False, keepdim=True)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, C, T]``; statistics over the ``valid [B, T]`` positions only when given."""
+        if valid is None:
+            mean = x.mean(dim=-1, keepdim=True)
+            var = x.var(dim=-1, unbiased=False, keepdim=True)
+        else:
+            w = valid.unsqueeze(1).to(x.dtype)
+            count = w.sum(-1, keepdim=True).clamp(min=1)
+            mean = (x * w).sum(-1, keepdim=True) / count
+            var = ((x - mean).square() * w).sum(-1, keepdim=True) / count
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None] + self.bias[:, None]
 
 
@@ -203,13 +225,18 @@ class DilatedDenseFSMN(nn.Module):
         self.norms = nn.ModuleList(_InstanceNormTime(channels) for _ in range(depth))
         self.acts = nn.ModuleList(nn.PReLU(channels) for _ in range(depth))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.project(F.relu(self.linear(x)))
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, T, C]``; ``valid [B, T]`` (real tokens first in each row) makes every filter
+        and norm see each row without its padding."""
+        p = zero_padding(self.project(F.relu(self.linear(x))), valid)
         skip = p.transpose(1, 2)  # [B, C, T]
+        keep = None if valid is None else valid.unsqueeze(1).to(x.dtype)
         out = skip
         for conv, norm, act in zip(self.convs, self.norms, self.acts):
             pad = conv.dilation[0] * (self.lorder - 1)
-            out = act(norm(conv(F.pad(skip, (pad, pad)))))
+            out = act(norm(conv(F.pad(skip, (pad, pad))), valid))
+            if keep is not None:
+                out = out * keep
             skip = torch.cat([out, skip], dim=1)
         return x + out.transpose(1, 2)
 
@@ -257,14 +284,28 @@ class GatedFSMN(Mixer):
         self.norm2 = nn.LayerNorm(c)
         self.conv2 = nn.Linear(c, d_model)
 
-    def forward(self, x: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
         self.check_input(x)
         if state is not None:
             raise ValueError("GatedFSMN is bidirectional and takes no state; pass state=None")
+        self.check_reset(reset, x)
+        mask = self.check_mask(mask, x)
+        compaction = Compaction(mask) if mask is not None else None
+        valid = compaction.valid if compaction is not None else None
+        if compaction is not None:
+            x = compaction.compact(x)
         h = self.norm1(self.act1(self.conv1(x)))
-        gated = self.to_v(h) * self.fsmn(self.to_u(h)) + h
+        gated = self.to_v(h, valid) * self.fsmn(self.to_u(h, valid), valid) + h
         out = self.conv2(self.norm2(gated))
-        return (x + out if self.residual else out), None
+        out = x + out if self.residual else out
+        return (out if compaction is None else compaction.expand(out)), None
 
     def extra_repr(self) -> str:
         return (

@@ -36,13 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixerzoo.core.dropout import Dropout
+from mixerzoo.core.layers import make_norm, rotary_frequencies, rotate_pairs
+from mixerzoo.core.layers.sequence import Compaction
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
 
 __all__ = [
     "GatedAttention",
-    "ScaleNorm",
     "ConvModule",
     "FFConvM",
     "OffsetScale",
@@ -50,28 +51,6 @@ __all__ = [
     "token_shift",
     "joint_group_attention",
 ]
-
-
-class ScaleNorm(nn.Module):
-    """ScaleNorm (Nguyen & Salazar, 2019, arXiv 1910.05895): ``g * x / max(||x|| / sqrt(D), eps)``."""
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.scale = dim**-0.5
-        self.eps = eps
-        self.g = nn.Parameter(torch.ones(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * self.scale
-        return x / norm.clamp(min=self.eps) * self.g
-
-
-def _make_norm(kind: str, dim: int) -> nn.Module:
-    if kind == "scalenorm":
-        return ScaleNorm(dim)
-    if kind == "layernorm":
-        return nn.LayerNorm(dim)
-    raise ValueError(f"unknown norm {kind!r}; choose 'scalenorm' or 'layernorm'")
 
 
 class ConvModule(nn.Module):
@@ -90,8 +69,10 @@ class ConvModule(nn.Module):
             channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=False
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x.transpose(1, 2)).transpose(1, 2)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, T, C]``; ``valid [B, T]`` (real tokens first in each row) makes the convolution
+        read zeros past each row's last real token, as for the row alone."""
+        return x + self.conv(zero_padding(x, valid).transpose(1, 2)).transpose(1, 2)
 
 
 class FFConvM(nn.Module):
@@ -116,13 +97,18 @@ class FFConvM(nn.Module):
         kernel_size: int = 17,
     ):
         super().__init__()
-        self.norm = _make_norm(norm, dim_in)
+        if norm not in ("scalenorm", "layernorm"):
+            raise ValueError(f"unknown norm {norm!r}; choose 'scalenorm' or 'layernorm'")
+        self.norm = make_norm(norm, dim_in)
         self.linear = nn.Linear(dim_in, dim_out)
         self.conv = ConvModule(dim_out, kernel_size) if conv else nn.Identity()
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.conv(F.silu(self.linear(self.norm(x)))))
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        h = F.silu(self.linear(self.norm(x)))
+        if isinstance(self.conv, ConvModule):
+            h = self.conv(h, valid)
+        return self.dropout(h)
 
 
 class OffsetScale(nn.Module):
@@ -148,14 +134,13 @@ def apply_rotary(x: torch.Tensor, rot_dim: int, theta: float = 10000.0) -> torch
     ``t * theta^(-2i / rot_dim)`` (the convention of the ``rotary-embedding-torch`` package that
     MossFormer uses); the remaining features pass unchanged.
     """
-    t = x.shape[-2]
-    inv_freq = theta ** (-torch.arange(0, rot_dim, 2, device=x.device, dtype=x.dtype) / rot_dim)
-    angles = torch.arange(t, device=x.device, dtype=x.dtype).unsqueeze(-1) * inv_freq  # [T, R/2]
-    cos, sin = angles.cos(), angles.sin()
-    x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
-    even, odd = x_rot[..., 0::2], x_rot[..., 1::2]
-    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
-    return torch.cat((rotated, x_pass), dim=-1)
+    freqs = rotary_frequencies(rot_dim, theta, spacing="rope", device=x.device)
+    return rotate_pairs(x, torch.arange(x.shape[-2], device=x.device), freqs)
+
+
+def zero_padding(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``x [B, T, C]`` with the positions where ``valid [B, T]`` is false set to zero."""
+    return x if valid is None else x * valid.unsqueeze(-1).to(x.dtype)
 
 
 def token_shift(x: torch.Tensor) -> torch.Tensor:
@@ -174,6 +159,7 @@ def joint_group_attention(
     u: torch.Tensor,
     group_size: int,
     attn_dropout: nn.Module | None = None,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FLASH's shared quadratic (within groups) + linear (global) attention.
 
@@ -182,6 +168,9 @@ def joint_group_attention(
         v, u: ``[B, T, F]`` the two branches attended with the same weights.
         group_size: tokens per group ``g``; ``T`` is zero-padded to a multiple of it.
         attn_dropout: optional dropout on the quadratic weights.
+        valid: ``[B, T]`` bool, true at each row's real tokens, which come first (a compacted
+            padded batch): keys past a row's real tokens get no weight and the linear part is
+            normalised by the row's own length, as for the row alone.
 
     Returns:
         ``(att_v, att_u)``, each ``[B, T, F]``: for token ``i`` in group ``G``,
@@ -196,12 +185,18 @@ def joint_group_attention(
     check_tensor("u", u, (b, n, v.shape[-1]), where=where)
     g = group_size
     pad = -n % g
-    valid = torch.ones(n + pad, dtype=torch.bool, device=v.device)
+    if valid is None:
+        valid = torch.ones(b, n, dtype=torch.bool, device=v.device)
+    lengths = valid.sum(1).clamp(min=1).to(v.dtype).view(b, 1, 1)
+    # Zero every padded position (so padded keys carry no weight and add nothing).
+    quad_q, lin_q, quad_k, lin_k, v, u = (
+        zero_padding(t, valid) for t in (quad_q, lin_q, quad_k, lin_k, v, u)
+    )
     if pad:
         quad_q, lin_q, quad_k, lin_k, v, u = (
             F.pad(t, (0, 0, 0, pad)) for t in (quad_q, lin_q, quad_k, lin_k, v, u)
         )
-        valid[n:] = False
+        valid = F.pad(valid, (0, pad))
     quad_q, lin_q, quad_k, lin_k, v, u = (
         t.reshape(b, -1, g, t.shape[-1]) for t in (quad_q, lin_q, quad_k, lin_k, v, u)
     )
@@ -210,12 +205,12 @@ def joint_group_attention(
     if attn_dropout is not None:
         attn = attn_dropout(attn)
     # Padded keys are zeros (so their weight is already 0); the mask states it explicitly.
-    attn = attn.masked_fill(~valid.view(1, -1, 1, g), 0.0)
+    attn = attn.masked_fill(~valid.view(b, -1, 1, g), 0.0)
     quad_v = torch.einsum("bgij,bgjf->bgif", attn, v)
     quad_u = torch.einsum("bgij,bgjf->bgif", attn, u)
     # Global linear attention, normalised by the true length (padding rows are zero).
-    lin_kv = torch.einsum("bgne,bgnf->bef", lin_k, v) / n
-    lin_ku = torch.einsum("bgne,bgnf->bef", lin_k, u) / n
+    lin_kv = torch.einsum("bgne,bgnf->bef", lin_k, v) / lengths
+    lin_ku = torch.einsum("bgne,bgnf->bef", lin_k, u) / lengths
     lin_v = torch.einsum("bgne,bef->bgnf", lin_q, lin_kv)
     lin_u = torch.einsum("bgne,bef->bgnf", lin_q, lin_ku)
     att_v = (quad_v + lin_v).reshape(b, -1, v.shape[-1])[:, :n]
@@ -287,22 +282,37 @@ class GatedAttention(Mixer):
         self.to_out = FFConvM(hidden // 2, d_model, **ff)
         self.attn_dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
         self.check_input(x)
         if state is not None:
             raise ValueError("GatedAttention is bidirectional and takes no state; pass state=None")
+        self.check_reset(reset, x)
+        mask = self.check_mask(mask, x)
+        # With padding: each row's real tokens first, mixed as the row alone would be.
+        compaction = Compaction(mask) if mask is not None else None
+        valid = compaction.valid if compaction is not None else None
+        if compaction is not None:
+            x = compaction.compact(x)
         h = token_shift(x) if self.shift_tokens else x
-        v, u = self.to_hidden(h).chunk(2, dim=-1)
-        quad_q, lin_q, quad_k, lin_k = self.qk_offset_scale(self.to_qk(h))
+        v, u = self.to_hidden(h, valid).chunk(2, dim=-1)
+        quad_q, lin_q, quad_k, lin_k = self.qk_offset_scale(self.to_qk(h, valid))
         if self.rotary_dim:
             quad_q, lin_q, quad_k, lin_k = (
                 apply_rotary(t, self.rotary_dim) for t in (quad_q, lin_q, quad_k, lin_k)
             )
         att_v, att_u = joint_group_attention(
-            quad_q, lin_q, quad_k, lin_k, v, u, self.group_size, self.attn_dropout
+            quad_q, lin_q, quad_k, lin_k, v, u, self.group_size, self.attn_dropout, valid
         )
-        out = self.to_out((att_u * v) * torch.sigmoid(att_v * u))
-        return (x + out if self.residual else out), None
+        out = self.to_out((att_u * v) * torch.sigmoid(att_v * u), valid)
+        out = x + out if self.residual else out
+        return (out if compaction is None else compaction.expand(out)), None
 
     def extra_repr(self) -> str:
         return (

@@ -13,8 +13,10 @@ path; here those belong to the surrounding ``Block``.
 
 Over sequences the convolution is 1-D: centred padding (default, bidirectional) or left padding
 (``causal=True``), in which case ``step`` keeps the last ``kernel_size - 1`` conv inputs as its
-state. Built with ``conv_dims=2`` the convolution is the official 2-D one and ``forward_2d``
-mixes an image ``[B, H, W, D]`` (centred padding, odd kernel).
+state (the causal convolution of ``core.layers``, with resets and padding masks). Built with
+``conv_dims=2`` the convolution is the official 2-D one and ``forward_2d`` mixes an image
+``[B, H, W, D]`` (centred padding, odd kernel). With a padding ``mask``, the centred 1-D
+convolution sees each row without its padding (zeros past its last real token), as if run alone.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.layers import get_activation
+from mixerzoo.core.layers.conv import causal_depthwise_conv1d
+from mixerzoo.core.layers.sequence import Compaction
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
 
 __all__ = ["GatedCNN"]
 
-_ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "identity": nn.Identity}
+_ACTIVATIONS = ("gelu", "silu", "relu", "identity")
 
 
 @register_mixer("gated_cnn")
@@ -49,7 +54,7 @@ class GatedCNN(Mixer):
     Shapes:
         ``forward(x [B, T, D], state) -> (y [B, T, D], state)``; the causal state is the last
         ``kernel_size - 1`` conv inputs ``[B, kernel_size - 1, C]``.
-        ``forward_2d(x [B, H, W, D]) -> y [B, H, W, D]`` (``conv_dims=2``).
+        ``forward_2d(x [B, H, W, D], state=None) -> (y [B, H, W, D], None)`` (``conv_dims=2``).
     """
 
     def __init__(
@@ -79,7 +84,7 @@ class GatedCNN(Mixer):
             raise ValueError("GatedCNN: conv_dims=2 needs causal=False and an odd kernel_size")
         if activation not in _ACTIVATIONS:
             raise ValueError(
-                f"GatedCNN: unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}"
+                f"GatedCNN: unknown activation {activation!r}; choose one of {_ACTIVATIONS}"
             )
         self.hidden = hidden
         self.conv_channels = conv_channels
@@ -88,7 +93,7 @@ class GatedCNN(Mixer):
         self.conv_dims = conv_dims
         self.split_sizes = (hidden, hidden - conv_channels, conv_channels)
         self.fc1 = nn.Linear(d_model, 2 * hidden, bias=bias)
-        self.act = _ACTIVATIONS[activation]()
+        self.act = get_activation(activation)
         conv_cls = nn.Conv1d if conv_dims == 1 else nn.Conv2d
         self.conv = conv_cls(conv_channels, conv_channels, kernel_size, groups=conv_channels)
         self.fc2 = nn.Linear(hidden, d_model, bias=bias)
@@ -97,40 +102,55 @@ class GatedCNN(Mixer):
         return self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
 
     def forward(
-        self, x: torch.Tensor, state: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.check_input(x)
         if self.conv_dims != 1:
             raise ValueError("GatedCNN was built with conv_dims=2; call forward_2d(x [B, H, W, D])")
+        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
         g, i, c = torch.split(self.fc1(x), self.split_sizes, dim=-1)
         k = self.kernel_size
         if self.causal:
-            if state is None:
-                state = self.init_state(x.shape[0], x.device, c.dtype)
-            check_tensor(
-                "state", state, (x.shape[0], k - 1, self.conv_channels), where="GatedCNN.forward"
-            )
-            # The carried inputs replace the zero left padding.
-            history = torch.cat([state.to(c.dtype), c], dim=1)
-            c_out = self.conv(history.transpose(1, 2)).transpose(1, 2)
-            new_state = history[:, history.shape[1] - (k - 1) :]
-        else:
             if state is not None:
-                raise ValueError("GatedCNN(causal=False) takes no state; pass state=None")
-            padded = F.pad(c.transpose(1, 2), ((k - 1) // 2, k // 2))
-            c_out = self.conv(padded).transpose(1, 2)
-            new_state = None
-        return self._gate(g, i, c_out), new_state
+                check_tensor(
+                    "state",
+                    state,
+                    (x.shape[0], k - 1, self.conv_channels),
+                    where="GatedCNN.forward",
+                )
+            weight = self.conv.weight.squeeze(1)
+            c_out, new_state = causal_depthwise_conv1d(
+                c, weight, self.conv.bias, state, reset=reset, mask=mask
+            )
+            return self._gate(g, i, c_out), new_state
+        if state is not None:
+            raise ValueError("GatedCNN(causal=False) takes no state; pass state=None")
+        compaction = Compaction(mask) if mask is not None else None
+        if compaction is not None:
+            # Each row without its padding, zeros after its last real token.
+            c = compaction.compact(c) * compaction.valid.unsqueeze(-1).to(c.dtype)
+        padded = F.pad(c.transpose(1, 2), ((k - 1) // 2, k // 2))
+        c_out = self.conv(padded).transpose(1, 2)
+        if compaction is not None:
+            c_out = compaction.expand(c_out)
+        return self._gate(g, i, c_out), None
 
-    def forward_2d(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_2d(self, x: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
         """Mix an image ``x [B, H, W, D]`` with the 2-D depthwise convolution (``conv_dims=2``)."""
         check_tensor("x", x, ("B", "H", "W", self.d_model), where="GatedCNN.forward_2d")
         if self.conv_dims != 2:
             raise ValueError("GatedCNN.forward_2d needs a mixer built with conv_dims=2")
+        if state is not None:
+            raise ValueError("GatedCNN.forward_2d takes no state; pass state=None")
         g, i, c = torch.split(self.fc1(x), self.split_sizes, dim=-1)
         pad = self.kernel_size // 2
         c_out = self.conv(F.pad(c.permute(0, 3, 1, 2), (pad, pad, pad, pad))).permute(0, 2, 3, 1)
-        return self._gate(g, i, c_out)
+        return self._gate(g, i, c_out), None
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None

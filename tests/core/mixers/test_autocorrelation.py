@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mixerzoo.core import create_mixer
-from mixerzoo.core.mixers.autocorrelation import (
+from mixerzoo.core.ops.autocorrelation import (
     auto_correlation,
     period_correlation,
     time_delay_agg_inference,

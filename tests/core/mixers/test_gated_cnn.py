@@ -83,7 +83,9 @@ def test_forward_2d_equals_explicit_depthwise_conv():
                     if 0 <= rr < 4 and 0 <= qq < 5:
                         out[:, r, q] += mixer.conv.weight[:, 0, dr, dq] * c[:, rr, qq]
     expected = mixer.fc2(torch.nn.functional.gelu(g) * torch.cat([i, out], dim=-1))
-    assert_close(mixer.forward_2d(x), expected)
+    y, state = mixer.forward_2d(x)
+    assert state is None
+    assert_close(y, expected)
     with pytest.raises(ValueError, match="forward_2d"):
         mixer(x[:, 0])
 

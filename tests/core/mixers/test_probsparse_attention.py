@@ -10,11 +10,8 @@ import torch
 
 from mixerzoo.core import create_mixer
 from mixerzoo.core.mixers.attention import Attention
-from mixerzoo.core.mixers.probsparse_attention import (
-    ProbSparseAttention,
-    prob_sparse_attention,
-    probsparse_counts,
-)
+from mixerzoo.core.mixers.probsparse_attention import ProbSparseAttention
+from mixerzoo.core.ops.probsparse import prob_sparse_attention, probsparse_counts
 from mixerzoo.core.testing import assert_close
 
 

@@ -1,5 +1,5 @@
 """LSTM / GRU mixers: against the cell equations written out, streaming with several layers and
-an output projection, and the bidirectional variant."""
+an output projection, the bidirectional variant, and the batch-first state layout."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def test_lstm_equals_cell_equations():
     y, (h_n, c_n) = mixer(x)
     assert mixer.out_proj is None
     assert_close(y, torch.stack(ys, 1))
-    assert_close(h_n[0], h)
-    assert_close(c_n[0], c)
+    assert_close(h_n[:, 0], h)
+    assert_close(c_n[:, 0], c)
 
 
 def test_gru_equals_cell_equations():
@@ -52,7 +52,7 @@ def test_gru_equals_cell_equations():
         ys.append(h)
     y, h_n = mixer(x)
     assert_close(y, torch.stack(ys, 1))
-    assert_close(h_n[0], h)
+    assert_close(h_n[:, 0], h)
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
@@ -97,6 +97,6 @@ def test_errors():
     with pytest.raises(ValueError, match="num_layers > 1"):
         GRU(4, dropout=0.1)
     with pytest.raises(ValueError, match=r"state h must have shape"):
-        LSTM(4)(torch.randn(2, 3, 4), (torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)))
+        LSTM(4)(torch.randn(2, 3, 4), (torch.zeros(3, 1, 4), torch.zeros(3, 1, 4)))
     with pytest.raises(TypeError, match=r"tuple \(h, c\)"):
-        LSTM(4)(torch.randn(2, 3, 4), torch.zeros(1, 2, 4))
+        LSTM(4)(torch.randn(2, 3, 4), torch.zeros(2, 1, 4))
