@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mixerzoo.core.layers import split_heads
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.ops.probsparse import prob_sparse_attention, probsparse_counts  # noqa: F401  (public API)
 from mixerzoo.core.registry import register_mixer
@@ -93,10 +94,6 @@ class ProbSparseAttention(Mixer):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
-
     def attend(
         self,
         queries: torch.Tensor,
@@ -120,9 +117,9 @@ class ProbSparseAttention(Mixer):
         b, l_q, _ = queries.shape
         check_tensor("keys", keys, (b, "L_K", self.d_model), where=where)
         check_tensor("values", values, (b, keys.shape[1], self.d_model), where=where)
-        q = self._heads(self.q_proj(queries))
-        k = self._heads(self.k_proj(keys))
-        v = self._heads(self.v_proj(values))
+        q = split_heads(self.q_proj(queries), self.n_heads)
+        k = split_heads(self.k_proj(keys), self.n_heads)
+        v = split_heads(self.v_proj(values), self.n_heads)
         context, _ = prob_sparse_attention(
             q,
             k,
