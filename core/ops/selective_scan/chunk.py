@@ -15,6 +15,11 @@ far fewer Python-level steps:
   ``mu_t = dA_t * (g_t + mu_{t+1})`` with ``g_t = dy_t C_t``; then ``lam_t = g_t + mu_{t+1}`` is
   the gradient of the input term ``delta u B`` and ``mu_t * h_{t-1}`` that of the decay ``dA_t``.
   ``mu`` at a segment's first step is the gradient of the state entering it, carried leftwards.
+
+Resets and padding need no other machinery: a reset at step ``t`` is a decay of exactly zero there
+(``exp(delta_t A)`` replaced by 0, mamba2's ``seq_idx``; the adjoint scan then stops at the same
+step, and the decay, now a constant, passes no gradient to ``delta_t``); a padded step is
+``delta_t = 0`` after the bias and softplus, so its decay is exactly one and its input zero.
 """
 
 from __future__ import annotations
@@ -41,14 +46,14 @@ class _SelectiveScanFn(torch.autograd.Function):
     """Core recurrence on time-major tensors.
 
     Inputs: ``delta, x [B, L, D]`` (``x = delta * u``), ``A [D, N]``, ``B, C [B, L, G, N]``,
-    ``h0 [B, D, N]`` or ``None``. Outputs: ``y [B, L, D]`` (``y_t = C_t . h_t``) and the last state
+    ``h0 [B, D, N]`` or ``None``, ``reset [B, L]`` bool or ``None`` (zero decay there). Outputs: ``y [B, L, D]`` (``y_t = C_t . h_t``) and the last state
     ``[B, D, N]``. Working tensors are laid out ``[B, Ts, G, N, H]`` (``D = G * H``) so that the
     innermost, contiguous dimension is the channel one: broadcasting ``delta`` against ``A`` or ``x``
     against ``B`` then runs over long contiguous rows, which vectorises well.
     """
 
     @staticmethod
-    def forward(ctx, delta, x, A, B, C, h0):
+    def forward(ctx, delta, x, A, B, C, h0, reset):
         batch, length, channels = delta.shape
         groups, d_state = B.shape[2], A.shape[1]
         heads = channels // groups
@@ -58,6 +63,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         A_t = A.view(groups, heads, d_state).transpose(1, 2).contiguous()
         B_col = B.view(batch, length, groups, d_state, 1)
         C_row = C.view(batch, length, groups, 1, d_state)
+        reset_row = reset.view(batch, length, 1, 1, 1) if reset is not None else None
         per_step = batch * channels * d_state
         decay_buf = delta.new_empty(seg * per_step)
         state_buf = delta.new_empty(seg * per_step)
@@ -72,12 +78,15 @@ class _SelectiveScanFn(torch.autograd.Function):
             decay = decay_buf[: (s1 - s0) * per_step].view(shape)
             states = state_buf[: (s1 - s0) * per_step].view(shape)
             torch.mul(delta_row[:, s0:s1], A_t, out=decay).exp_()
+            if reset_row is not None:
+                decay.masked_fill_(reset_row[:, s0:s1], 0.0)
             torch.mul(x_row[:, s0:s1], B_col[:, s0:s1], out=states)
             starts.append(h)
             scan_sweep(decay, states, h, out=states)
             y[:, s0:s1] = torch.matmul(C_row[:, s0:s1], states)
             h = states[:, -1].clone()
         ctx.seg = seg
+        ctx.reset_row = reset_row
         # Only the state entering each segment is kept; backward recomputes the rest.
         ctx.later_starts = starts[1:]
         ctx.save_for_backward(delta, x, A_t, B, C, starts[0])
@@ -88,7 +97,7 @@ class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_last):
         delta, x, A_t, B, C, h_first = ctx.saved_tensors
-        starts, seg = [h_first, *ctx.later_starts], ctx.seg
+        starts, seg, reset_row = [h_first, *ctx.later_starts], ctx.seg, ctx.reset_row
         batch, length, channels = delta.shape
         groups, d_state = B.shape[2], A_t.shape[1]
         heads = channels // groups
@@ -126,6 +135,8 @@ class _SelectiveScanFn(torch.autograd.Function):
             lam = lam_buf[: n * per_step].view(shape)
             # Recompute this segment's decays and states from its saved start state.
             torch.mul(delta_row[:, s0:s1], A_t, out=decay).exp_()
+            if reset_row is not None:
+                decay.masked_fill_(reset_row[:, s0:s1], 0.0)
             torch.mul(x_row[:, s0:s1], B_col[:, s0:s1], out=states)
             scan_sweep(decay, states, starts[k], out=states)
             # Contractions over the inner channel dim: vecdot beats a batched matrix-vector bmm.
@@ -158,6 +169,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             grad_B,
             grad_C,
             grad_h0,
+            None,
         )
 
 
@@ -173,6 +185,9 @@ def selective_scan_chunk(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     h0: torch.Tensor | None = None,
+    *,
+    reset: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked selective scan; same arguments and results as the naive reference."""
     dtype_in = u.dtype
@@ -182,6 +197,9 @@ def selective_scan_chunk(
         delta = delta + delta_bias.to(compute)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
+    if mask is not None:
+        # A padded step is the identity on the state: decay exp(0 * A) = 1, input 0 * u * B = 0.
+        delta = delta.masked_fill(~mask[:, None, :], 0.0)
     B = B.to(compute) if B.dim() == 4 else B.to(compute).unsqueeze(1)
     C = C.to(compute) if C.dim() == 4 else C.to(compute).unsqueeze(1)
     if B.shape[1] != C.shape[1]:
@@ -196,7 +214,8 @@ def selective_scan_chunk(
     C_t = C.permute(0, 3, 1, 2).contiguous()
     if h0 is not None:
         h0 = h0.to(compute).contiguous()
-    y, last = _SelectiveScanFn.apply(delta_t, x_t, A.contiguous(), B_t, C_t, h0)
+    reset_t = reset.contiguous() if reset is not None else None
+    y, last = _SelectiveScanFn.apply(delta_t, x_t, A.contiguous(), B_t, C_t, h0, reset_t)
     out = y.transpose(1, 2)
     if D is not None:
         out = out + D.to(compute)[:, None] * u
