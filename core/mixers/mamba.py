@@ -9,32 +9,39 @@ skip ``D`` (ones) and the ``silu(z)`` gate, and the output projection. The initi
 ``dt_proj`` follows the paper (weights uniform in ``+-dt_rank^-0.5 * dt_scale``, bias the inverse
 softplus of step sizes log-uniform in ``[dt_min, dt_max]``).
 
-Streaming: the state is ``(conv_state [B, d_inner, d_conv - 1], ssm_state [B, d_inner, d_state])``
-(the last ``d_conv - 1`` conv inputs and the SSM state), so ``forward`` continues exactly from a
-carried state and ``step`` runs the recurrent update one token at a time. Deviation from
-mamba-ssm: its ``conv_state`` holds ``d_conv`` columns (including the current token); here it holds
-the ``d_conv - 1`` previous inputs, which is what continuing a sequence needs.
+Streaming: the state is ``(conv_state [B, d_conv - 1, d_inner], ssm_state [B, d_inner, d_state])``
+(the last ``d_conv - 1`` conv inputs, in the layout of :class:`~mixerzoo.core.layers.
+CausalDepthwiseConv1d`, and the SSM state), so ``forward`` continues exactly from a carried state
+and ``step`` runs the recurrent update one token at a time. Deviation from mamba-ssm: its
+``conv_state`` is ``[B, d_inner, d_conv]`` (channels first, including the current token); here it
+holds the ``d_conv - 1`` previous inputs, time first, which is what continuing a sequence needs.
+
+Resets and padding (the mixer contract): ``reset [B, T]`` drops both states before the flagged
+steps (the convolution reads zeros across the boundary, the scan zeroes its state there, as
+mamba-ssm's ``seq_idx``); with ``mask [B, T]`` the convolution skips the padded steps and the scan
+treats them as identity steps (step size 0), so the returned state is the one after each row's
+last real token.
 
 ``bimamba`` is the bidirectional Mamba layer of S-Mamba, "Is Mamba Effective for Time Series
 Forecasting?" (Wang et al., 2024, arXiv 2403.11144): two independent Mamba blocks, one reading
 the tokens in order and one reading them reversed (its output flipped back), summed. It looks at
-the whole sequence, so it is not causal and has no ``step``.
+the whole sequence, so it is not causal, has no ``step`` and takes no ``reset``; a padding mask
+goes to both directions.
 
-When ``mamba_ssm`` is importable, the tensors are on CUDA, no initial SSM state is given and no
-backend is forced, the selective scan uses mamba-ssm's fused kernel; nothing requires it.
+The selective scan runs on :func:`mixerzoo.core.ops.selective_scan`; ``backend="mamba_ssm"`` (or
+``MIXERZOO_BACKEND=mamba_ssm``) asks for mamba-ssm's fused CUDA kernel where it is installed, for
+calls without a carried SSM state or resets; nothing requires it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.layers import CausalDepthwiseConv1d
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.ops import selective_scan
 from mixerzoo.core.registry import register_mixer
@@ -42,16 +49,6 @@ from mixerzoo.core.registry import register_mixer
 __all__ = ["Mamba", "BiMamba"]
 
 MambaState = tuple[torch.Tensor, torch.Tensor]
-
-
-@functools.lru_cache(maxsize=1)
-def _mamba_ssm_scan() -> Callable | None:
-    """mamba-ssm's fused ``selective_scan_fn`` if the optional package is installed."""
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except ImportError:
-        return None
-    return selective_scan_fn
 
 
 @register_mixer("mamba")
@@ -71,11 +68,13 @@ class Mamba(Mixer):
         dt_init_floor: lower clamp of the initial step sizes.
         bias: biases in the input and output projections.
         conv_bias: bias in the convolution.
-        backend: selective-scan backend (``None`` automatic, ``"naive"``, ``"chunk"``).
+        backend: selective-scan backend (``None`` automatic, ``"naive"``, ``"chunk"``,
+            ``"mamba_ssm"``).
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], (conv_state, ssm_state))`` with
-        ``conv_state [B, d_inner, d_conv - 1]`` and ``ssm_state [B, d_inner, d_state]``.
+        ``forward(x [B, T, D], state=None, *, reset=None, mask=None) -> (y [B, T, D],
+        (conv_state, ssm_state))`` with ``conv_state [B, d_conv - 1, d_inner]`` and
+        ``ssm_state [B, d_inner, d_state]``; ``reset``, ``mask``: ``[B, T]`` bool.
     """
 
     causal = True
@@ -110,10 +109,9 @@ class Mamba(Mixer):
         self.backend = backend
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
-        # No padding: forward prepends the carried (or zero) previous inputs itself.
-        self.conv1d = nn.Conv1d(
-            self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=conv_bias
-        )
+        # nn.Conv1d's parameter layout (conv1d.weight [d_inner, 1, d_conv], conv1d.bias), so
+        # state dicts of the earlier nn.Conv1d version load unchanged.
+        self.conv1d = CausalDepthwiseConv1d(self.d_inner, d_conv, bias=conv_bias)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
@@ -144,9 +142,7 @@ class Mamba(Mixer):
     ) -> MambaState:
         dtype = dtype or self.in_proj.weight.dtype
         device = device or self.in_proj.weight.device
-        conv_state = torch.zeros(
-            batch_size, self.d_inner, self.d_conv - 1, device=device, dtype=dtype
-        )
+        conv_state = self.conv1d.init_state(batch_size, device=device, dtype=dtype)
         # The scan runs in at least float32, so its state does too.
         ssm_dtype = torch.promote_types(dtype, torch.float32)
         ssm_state = torch.zeros(
@@ -161,7 +157,7 @@ class Mamba(Mixer):
                 f"init_state/forward, got {type(state).__name__}"
             )
         conv_state, ssm_state = state
-        want = [(batch, self.d_inner, self.d_conv - 1), (batch, self.d_inner, self.d_state)]
+        want = [(batch, self.d_conv - 1, self.d_inner), (batch, self.d_inner, self.d_state)]
         for name, value, shape in zip(("conv_state", "ssm_state"), state, want):
             if tuple(value.shape) != shape:
                 raise ValueError(
@@ -169,66 +165,43 @@ class Mamba(Mixer):
                 )
         return conv_state, ssm_state
 
-    def _scan(self, u, delta, A, B, C, z, h0):
-        fused = _mamba_ssm_scan() if u.is_cuda and h0 is None else None
-        if fused is not None and self.backend is None and not os.environ.get("MIXERZOO_BACKEND"):
-            return fused(
-                u.contiguous(),
-                delta.contiguous(),
-                A.float(),
-                B.contiguous(),
-                C.contiguous(),
-                self.D.float(),
-                z=z.contiguous(),
-                delta_bias=self.dt_proj.bias.float(),
-                delta_softplus=True,
-                return_last_state=True,
-            )
-        return selective_scan(
-            u,
-            delta,
-            A,
-            B,
-            C,
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: MambaState | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, MambaState]:
+        self.check_input(x)
+        reset = self.check_reset(reset, x)
+        mask = self.check_mask(mask, x)
+        conv_state = ssm_state = None
+        if state is not None:
+            conv_state, ssm_state = self._check_state(state, x.shape[0], "forward")
+        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        # Causal depthwise convolution continuing from the d_conv - 1 previous inputs (zeros at
+        # the start); it reads nothing across a reset and skips padded steps.
+        u, new_conv_state = self.conv1d(xs, conv_state, reset=reset, mask=mask)
+        u = F.silu(u)  # [B, T, d_inner]
+        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        # dt_proj's bias is added inside the scan (delta_bias), before the softplus.
+        delta = F.linear(dt, self.dt_proj.weight)
+        y, ssm_state = selective_scan(
+            u.transpose(1, 2),
+            delta.transpose(1, 2),
+            -torch.exp(self.A_log),
+            B.transpose(1, 2),
+            C.transpose(1, 2),
             D=self.D,
-            z=z,
+            z=z.transpose(1, 2),
             delta_bias=self.dt_proj.bias,
             delta_softplus=True,
             return_last_state=True,
-            h0=h0,
+            h0=ssm_state,
             backend=self.backend,
-        )
-
-    def forward(
-        self, x: torch.Tensor, state: MambaState | None = None
-    ) -> tuple[torch.Tensor, MambaState]:
-        self.check_input(x)
-        batch, length, _ = x.shape
-        if state is None:
-            conv_state, ssm_state = self.init_state(batch, x.device, x.dtype)
-            ssm_state = None
-        else:
-            conv_state, ssm_state = self._check_state(state, batch, "forward")
-        xs, z = self.in_proj(x).chunk(2, dim=-1)
-        # Causal depthwise convolution: the d_conv - 1 previous inputs (zeros at the start) are
-        # prepended and a valid convolution gives exactly one output per new token.
-        window = torch.cat([conv_state.to(xs.dtype), xs.transpose(1, 2)], dim=-1)
-        new_conv_state = window[..., window.shape[-1] - (self.d_conv - 1) :]
-        u = F.silu(self.conv1d(window))  # [B, d_inner, T]
-        dt, B, C = self.x_proj(u.transpose(1, 2)).split(
-            [self.dt_rank, self.d_state, self.d_state], dim=-1
-        )
-        # dt_proj's bias is added inside the scan (delta_bias), before the softplus.
-        delta = F.linear(dt, self.dt_proj.weight)
-        A = -torch.exp(self.A_log)
-        y, ssm_state = self._scan(
-            u,
-            delta.transpose(1, 2),
-            A,
-            B.transpose(1, 2),
-            C.transpose(1, 2),
-            z.transpose(1, 2),
-            ssm_state,
+            reset=reset,
+            mask=mask,
         )
         out = self.out_proj(y.transpose(1, 2))
         return out, (new_conv_state, ssm_state)
@@ -241,12 +214,7 @@ class Mamba(Mixer):
             state = self.init_state(batch, x_t.device, x_t.dtype)
         conv_state, ssm_state = self._check_state(state, batch, "step")
         xs, z = self.in_proj(x_t).chunk(2, dim=-1)
-        window = torch.cat(
-            [conv_state.to(xs.dtype), xs.unsqueeze(-1)], dim=-1
-        )  # [B, d_inner, d_conv]
-        u = (window * self.conv1d.weight.squeeze(1)).sum(-1)
-        if self.conv1d.bias is not None:
-            u = u + self.conv1d.bias
+        u, conv_state = self.conv1d.step(xs, conv_state)
         u = F.silu(u)
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         compute = torch.promote_types(x_t.dtype, torch.float32)
@@ -257,7 +225,7 @@ class Mamba(Mixer):
         h = h + (delta * u_c)[..., None] * B.to(compute)[:, None, :]
         y = (h * C.to(compute)[:, None, :]).sum(-1) + self.D.to(compute) * u_c
         y = (y * F.silu(z.to(compute))).to(x_t.dtype)
-        return self.out_proj(y), (window[..., 1:], h)
+        return self.out_proj(y), (conv_state, h)
 
     def extra_repr(self) -> str:
         return (
@@ -276,7 +244,8 @@ class BiMamba(Mixer):
             directions (each has its own parameters).
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], None)``.
+        ``forward(x [B, T, D], state=None, *, mask=None) -> (y [B, T, D], None)``; a padding
+        ``mask [B, T]`` goes to both directions (flipped for the backward one); no ``reset``.
     """
 
     causal = False
@@ -305,13 +274,24 @@ class BiMamba(Mixer):
         self.forward_mamba = Mamba(d_model, **kwargs)
         self.backward_mamba = Mamba(d_model, **kwargs)
 
-    def forward(self, x: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
         self.check_input(x)
+        self.check_reset(reset, x)  # refuses any reset: this mixer is not causal
+        mask = self.check_mask(mask, x)
         if state is not None:
             raise ValueError(
                 "BiMamba reads the whole sequence in both directions and takes no state; pass "
                 "state=None (use the causal 'mamba' mixer for streaming)"
             )
-        y_forward, _ = self.forward_mamba(x)
-        y_backward, _ = self.backward_mamba(x.flip(1))
+        y_forward, _ = self.forward_mamba(x, mask=mask)
+        y_backward, _ = self.backward_mamba(
+            x.flip(1), mask=mask.flip(1) if mask is not None else None
+        )
         return y_forward + y_backward.flip(1), None

@@ -68,11 +68,9 @@ def test_forward_matches_reference(d_conv):
     x = torch.randn(2, 13, 20, dtype=torch.float64)
     y, (conv_state, ssm_state) = m(x)
     assert_close(y, _reference_forward(m, x))
-    assert conv_state.shape == (2, m.d_inner, d_conv - 1)
+    assert conv_state.shape == (2, d_conv - 1, m.d_inner)  # core.layers' [B, K - 1, C] layout
     assert ssm_state.shape == (2, m.d_inner, 5)
-    assert_close(
-        conv_state, m.in_proj(x)[:, x.shape[1] - (d_conv - 1) :, : m.d_inner].transpose(1, 2)
-    )
+    assert_close(conv_state, m.in_proj(x)[:, x.shape[1] - (d_conv - 1) :, : m.d_inner])
 
 
 def test_backends_agree_on_outputs_and_parameter_gradients():
@@ -121,8 +119,8 @@ def test_bad_state_is_a_clear_error():
     conv_state, ssm_state = m.init_state(2, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"ssm_state must have shape \[2, 40, 5\]"):
         m(x, (conv_state, ssm_state[..., :4]))
-    with pytest.raises(ValueError, match=r"conv_state must have shape \[2, 40, 3\]"):
-        m.step(x[:, 0], (conv_state[..., :2], ssm_state))
+    with pytest.raises(ValueError, match=r"conv_state must have shape \[2, 3, 40\]"):
+        m.step(x[:, 0], (conv_state[:, :2], ssm_state))
     with pytest.raises(TypeError, match=r"\(conv_state, ssm_state\)"):
         m(x, ssm_state)
     with pytest.raises(ValueError, match="dt_init"):
@@ -160,3 +158,66 @@ def test_bimamba_sees_the_future_and_takes_no_state():
         assert not torch.allclose(m(x)[0][:, 0], m(x2)[0][:, 0])
     with pytest.raises(ValueError, match="takes no state"):
         m(x, state=m.forward_mamba.init_state(1))
+
+
+def test_state_dict_of_the_nn_conv1d_layout_loads():
+    """The convolution keeps nn.Conv1d's parameter names and shapes: a state dict written with a
+    depthwise nn.Conv1d (the earlier layout, and mamba-ssm's) loads and gives the same outputs as
+    that convolution applied by hand."""
+    m = _mamba()
+    conv = torch.nn.Conv1d(m.d_inner, m.d_inner, m.d_conv, groups=m.d_inner).double()
+    state = m.state_dict()
+    state["conv1d.weight"], state["conv1d.bias"] = conv.weight.detach(), conv.bias.detach()
+    m.load_state_dict(state)
+    x = torch.randn(2, 9, 20, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(m(x)[0], _reference_forward(m, x))
+        xs = m.in_proj(x)[..., : m.d_inner].transpose(1, 2)
+        by_hand = conv(F.pad(xs, (m.d_conv - 1, 0))).transpose(1, 2)
+        assert_close(m.conv1d(m.in_proj(x)[..., : m.d_inner])[0], by_hand)
+
+
+def test_mamba_ssm_backend_only_when_asked_for(monkeypatch):
+    """backend="mamba_ssm" sends the scan to mamba-ssm's selective_scan_fn (a stand-in module
+    here: the real one needs CUDA) when there is no carried SSM state; the outputs are those of
+    the chunk backend. Without the request, an installed mamba-ssm is not used."""
+    import sys
+    import types
+
+    from mixerzoo.core.ops import backend as backend_module
+    from mixerzoo.core.ops import selective_scan
+
+    calls = []
+
+    def fake_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                               delta_softplus=False, return_last_state=False):  # fmt: skip
+        calls.append(delta_softplus)
+        return selective_scan(
+            u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+            return_last_state=return_last_state, backend="naive",
+        )  # fmt: skip
+
+    interface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
+    interface.selective_scan_fn = fake_selective_scan_fn
+    monkeypatch.setitem(sys.modules, "mamba_ssm", types.ModuleType("mamba_ssm"))
+    monkeypatch.setitem(sys.modules, "mamba_ssm.ops", types.ModuleType("mamba_ssm.ops"))
+    monkeypatch.setitem(sys.modules, "mamba_ssm.ops.selective_scan_interface", interface)
+    monkeypatch.setattr(backend_module, "_is_cuda", lambda device: True)
+    monkeypatch.delenv("MIXERZOO_BACKEND", raising=False)
+
+    torch.manual_seed(0)
+    fused = Mamba(16, d_state=4, backend="mamba_ssm")
+    plain = Mamba(16, d_state=4, backend="chunk")
+    plain.load_state_dict(fused.state_dict())
+    automatic = Mamba(16, d_state=4)
+    automatic.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 7, 16)
+    y, state = fused(x)
+    assert calls == [True]
+    y_plain, state_plain = plain(x)
+    assert_close(y, y_plain)
+    assert_close(state[1], state_plain[1])
+    automatic(x)
+    assert calls == [True]  # installed, "on CUDA", not asked for: not used
+    with pytest.raises(ValueError, match="takes no h0"):
+        fused(x, state)  # mamba-ssm's kernel cannot continue from a carried SSM state
