@@ -15,6 +15,12 @@ channels (``n_heads = d_model``: one SSM per channel).
 Parallel form: the kernel ``K_j = c^T A^j b`` from Krylov vectors (``core.ops.companion``),
 applied with an FFT convolution; ``step`` runs the recurrence. A carried state continues exactly.
 
+Resets and padding (the mixer contract): one kernel convolution over the row cannot drop the
+state mid-row or skip steps, so with ``reset`` or ``mask`` the mixer runs the exact recurrence
+one time step at a time (``O(T)`` structured ``O(N)`` updates in a Python loop: much slower than
+the FFT path for long sequences, and used only for such calls; SpaceTime never makes them). A
+reset zeros the state before its step; a padded step leaves the state unchanged.
+
 Closed loop (Sec. 3.2 of the paper): for forecasting, the next input is predicted from the state,
 ``u_{t+1} = k . h_t``, so the state evolves with ``A + b k^T`` and no input is needed:
 ``closed_loop(state, horizon)`` returns the outputs and the predicted inputs over the horizon
@@ -64,7 +70,8 @@ class CompanionSSM(Mixer):
         backend: op backend for the Krylov vectors and the convolution.
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], state [B, D, N])``;
+        ``forward(x [B, T, D], state=None, *, reset=None, mask=None) -> (y [B, T, D],
+        state [B, D, N])`` with ``reset`` / ``mask`` ``[B, T]`` bool;
         ``closed_loop(state [B, D, N], horizon) -> (y [B, horizon, D], u [B, horizon, D])``.
     """
 
@@ -122,9 +129,18 @@ class CompanionSSM(Mixer):
         return u * self.d if self.d is not None else 0.0
 
     def forward(
-        self, x: torch.Tensor, state: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
+        reset = self.check_reset(reset, x)
+        mask = self.check_mask(mask, x)
+        if reset is not None or mask is not None:
+            return self._recurrence(x, state, reset, mask)
         bsz, t, _ = x.shape
         a = self.last_column()
         heads = self.head_of_channel
@@ -141,6 +157,29 @@ class CompanionSSM(Mixer):
             a_pow = torch.linalg.matrix_power(companion_matrix(a), t)[heads]
             new_state = new_state + torch.einsum("dmn,bdn->bdm", a_pow, state)
         return y, new_state
+
+    def _recurrence(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None,
+        reset: torch.Tensor | None,
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact step-by-step form of ``forward`` with resets and padding (slow path)."""
+        bsz, t, _ = x.shape
+        if state is None:
+            state = self.init_state(bsz, x.device, x.dtype)
+        check_tensor("state", state, (bsz, self.d_model, self.d_state), where="CompanionSSM")
+        heads = self.head_of_channel
+        a, b, c = self.last_column()[heads], self.b[heads], self.c[heads]  # [D, N] each
+        h, ys = state, []
+        for i in range(t):
+            if reset is not None:
+                h = torch.where(reset[:, i, None, None], torch.zeros_like(h), h)
+            updated = companion_apply(a, h) + b * x[:, i, :, None]
+            h = updated if mask is None else torch.where(mask[:, i, None, None], updated, h)
+            ys.append((h * c).sum(-1))
+        return torch.stack(ys, dim=1) + self._skip(x), h
 
     def step(
         self, x_t: torch.Tensor, state: torch.Tensor | None

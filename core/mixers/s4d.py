@@ -17,6 +17,12 @@ product and applies it with an FFT convolution; ``step`` runs the discretised re
 state ``h`` continues exactly: its contribution ``2 Re(C dA^{t+1} h)`` is added and the state at the
 end of the piece is returned (``mixerzoo.core.ops.s4d.s4d_scan``).
 
+Resets and padding (the mixer contract): a kernel convolution cannot drop its state mid-row, so
+with ``reset`` or ``mask`` the diagonal recurrence ``h_t = dA h_{t-1} + dB u_t`` runs through
+:func:`mixerzoo.core.ops.linear_scan` instead (exact, same values; it takes ``reset`` natively, and
+a padded step is the identity ``a = 1, b = 0``). It materialises ``[B, T, H, N/2]`` complex states,
+so it is slower and heavier than the FFT path, which stays the path of every call without them.
+
 Output: as in the paper's S4D layer, the SSM output plus ``D`` skip goes through GELU and a
 position-wise output linear ``H -> 2H`` with GLU (``glu=False``: a plain ``H -> H`` linear). The
 layer's dropout is left to the surrounding block. Deviation: the paper's optimiser settings for
@@ -33,8 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.ops.linear_scan import linear_scan
 from mixerzoo.core.ops.s4d import s4d_discretize, s4d_scan
 from mixerzoo.core.registry import register_mixer
+from mixerzoo.core.validation import check_tensor
 
 __all__ = ["S4D", "s4d_init_imag"]
 
@@ -70,7 +78,8 @@ class S4D(Mixer):
         backend: op backend (``None``, ``"naive"``, ``"chunk"``).
 
     Shapes:
-        ``forward(x [B, T, H], state=None) -> (y [B, T, H], state [B, H, N/2] complex)``;
+        ``forward(x [B, T, H], state=None, *, reset=None, mask=None) -> (y [B, T, H],
+        state [B, H, N/2] complex)``, ``reset`` / ``mask`` ``[B, T]`` bool;
         ``step(x_t [B, H], state) -> (y_t [B, H], state)``.
     """
 
@@ -126,12 +135,44 @@ class S4D(Mixer):
         return F.glu(y, dim=-1) if self.glu else y
 
     def forward(
-        self, x: torch.Tensor, state: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
+        reset = self.check_reset(reset, x)
+        mask = self.check_mask(mask, x)
         log_dA, dB, C = self.discrete_parameters()
-        y, state = s4d_scan(x, log_dA, dB, C, h0=state, backend=self.backend)
+        if reset is None and mask is None:
+            y, state = s4d_scan(x, log_dA, dB, C, h0=state, backend=self.backend)
+        else:
+            y, state = self._recurrence(x, log_dA, dB, C, state, reset, mask)
         return self._output(y, x), state
+
+    def _recurrence(self, x, log_dA, dB, C, state, reset, mask):
+        """The recurrence as a linear scan over ``[B, T, H, N/2]``, with resets and padding."""
+        if state is not None:
+            check_tensor(
+                "state",
+                state,
+                (x.shape[0], self.d_model, self.d_state // 2),
+                where="S4D.forward",
+                allow_complex=True,
+            )
+            state = state.to(dB.dtype)
+        drive = dB * x.to(dB.dtype).unsqueeze(-1)  # dB u_t
+        decay = torch.exp(log_dA).expand_as(drive)
+        if mask is not None:
+            # A padded step is the identity on the state: h_t = 1 * h_{t-1} + 0.
+            keep = mask[:, :, None, None]
+            decay = torch.where(keep, decay, torch.ones_like(decay))
+            drive = torch.where(keep, drive, torch.zeros_like(drive))
+        h, last = linear_scan(decay, drive, h0=state, reset=reset, backend=self.backend)
+        y = 2 * (C * h).sum(-1).real
+        return y.to(x.dtype), last
 
     def step(
         self, x_t: torch.Tensor, state: torch.Tensor | None

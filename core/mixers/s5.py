@@ -19,9 +19,12 @@ diagonal complex state of size ``P``:
   ``g * sigmoid(W g)``), ``"half_glu2"``, ``"full_glu"``, ``"gelu"`` or ``"none"``.
 
 Resettable state, following "Structured State Space Models for In-Context Reinforcement
-Learning" (Lu et al., 2023, arXiv 2303.03982): ``reset [B, T]`` marks episode starts, where the
-state is cleared before the update, ``x_k = Bbar u_k``; ``forward(x, state, reset)`` with resets
-equals separate forwards over the segments, and ``step(x_t, state, reset_t)`` does the same.
+Learning" (Lu et al., 2023, arXiv 2303.03982), through the mixer contract's ``reset`` keyword:
+``reset [B, T]`` marks episode starts, where the state is cleared before the update,
+``x_k = Bbar u_k`` (the resettable scan of :func:`mixerzoo.core.ops.linear_scan`), so
+``forward(x, state, reset=reset)`` equals separate forwards over the segments. Between ``step``
+calls, episodes are reset with :func:`mixerzoo.core.state.reset_state` (the state is zeroed).
+A padding ``mask [B, T]`` makes the padded steps identity steps (``Lbar = 1``, ``Bbar u = 0``).
 """
 
 from __future__ import annotations
@@ -79,9 +82,9 @@ class S5(Mixer):
         backend: ``linear_scan`` backend.
 
     Shapes:
-        ``forward(x [B, T, H], state=None, reset=None) -> (y [B, T, H], state [B, P/2] complex)``;
-        ``step(x_t [B, H], state, reset_t=None)``; ``reset`` is a ``[B, T]`` (``reset_t``: ``[B]``)
-        bool tensor.
+        ``forward(x [B, T, H], state=None, *, reset=None, mask=None) -> (y [B, T, H],
+        state [B, P/2] complex)`` with ``reset`` / ``mask`` ``[B, T]`` bool;
+        ``step(x_t [B, H], state)``.
     """
 
     causal = True
@@ -157,50 +160,40 @@ class S5(Mixer):
         self,
         x: torch.Tensor,
         state: torch.Tensor | None = None,
+        *,
         reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
-        bsz, t, _ = x.shape
-        if reset is not None:
-            self._check_reset(reset, (bsz, t), "reset", "S5.forward")
+        bsz = x.shape[0]
+        reset = self.check_reset(reset, x)
+        mask = self.check_mask(mask, x)
         if state is not None:
             check_tensor(
                 "state", state, (bsz, self.d_state // 2), where="S5.forward", allow_complex=True
             )
         lam_bar, b_bar, c = self.discrete_parameters()
         bu = torch.einsum("bth,ph->btp", x.to(b_bar.dtype), b_bar)
-        h, last = linear_scan(
-            lam_bar.expand_as(bu), bu, h0=state, reset=reset, backend=self.backend
-        )
+        decay = lam_bar.expand_as(bu)
+        if mask is not None:
+            # A padded step is the identity on the state: x_k = 1 * x_{k-1} + 0.
+            keep = mask.unsqueeze(-1)
+            decay = torch.where(keep, decay, torch.ones_like(decay))
+            bu = torch.where(keep, bu, torch.zeros_like(bu))
+        h, last = linear_scan(decay, bu, h0=state, reset=reset, backend=self.backend)
         y = 2 * torch.einsum("btp,hp->bth", h, c).real
         return self._output(y.to(x.dtype), x), last
 
     def step(
-        self,
-        x_t: torch.Tensor,
-        state: torch.Tensor | None,
-        reset_t: torch.Tensor | None = None,
+        self, x_t: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_step_input(x_t)
         if state is None:
             state = self.init_state(x_t.shape[0], x_t.device, x_t.dtype)
         lam_bar, b_bar, c = self.discrete_parameters()
-        carry = lam_bar * state
-        if reset_t is not None:
-            self._check_reset(reset_t, (x_t.shape[0],), "reset_t", "S5.step")
-            carry = torch.where(reset_t.unsqueeze(-1), torch.zeros_like(carry), carry)
-        state = carry + x_t.to(b_bar.dtype) @ b_bar.T
+        state = lam_bar * state + x_t.to(b_bar.dtype) @ b_bar.T
         y = 2 * (state @ c.T).real
         return self._output(y.to(x_t.dtype), x_t), state
-
-    @staticmethod
-    def _check_reset(reset: torch.Tensor, shape: tuple[int, ...], name: str, where: str) -> None:
-        if not isinstance(reset, torch.Tensor) or reset.dtype != torch.bool:
-            raise TypeError(f"{where}: {name} must be a bool tensor of shape {list(shape)}")
-        if tuple(reset.shape) != shape:
-            raise ValueError(
-                f"{where}: {name} must have shape {list(shape)}, got {tuple(reset.shape)}"
-            )
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None

@@ -1,5 +1,6 @@
 """S5 mixer: HiPPO-N initialisation, parallel scan == recurrence (with and without resets, from a
-non-zero state), resettable forward == separate forwards per episode, block-diagonal init."""
+non-zero state), resettable forward == separate forwards per episode, padded steps are identity
+steps, block-diagonal init."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from mixerzoo.core import create_mixer
 from mixerzoo.core.mixers.s5 import hippo_n_eig
+from mixerzoo.core.state import reset_state
 from mixerzoo.core.testing import assert_close
 
 
@@ -71,11 +73,14 @@ def test_forward_equals_recurrence_and_step(use_reset):
     if use_reset:
         reset[0, 0] = True  # a reset on the very first token ignores the carried state
     with torch.no_grad():
-        y, s = m(x, s0, reset)
+        y, s = m(x, s0, reset=reset)
         y_ref, s_ref = _recurrence(m, x, s0, reset)
         st, ys = s0, []
         for t in range(10):
-            y_t, st = m.step(x[:, t], st, reset[:, t] if use_reset else None)
+            if use_reset:
+                # Between steps an episode start zeros the state (the core state helper).
+                st = reset_state(st, reset[:, t])
+            y_t, st = m.step(x[:, t], st)
             ys.append(y_t)
     assert_close(y, y_ref)
     assert_close(s, s_ref)
@@ -94,7 +99,7 @@ def test_resettable_forward_equals_separate_episodes(activation):
     for b, ts in starts.items():
         reset[b, ts] = True
     with torch.no_grad():
-        y, s = m(x, s0, reset)
+        y, s = m(x, s0, reset=reset)
         for b, ts in starts.items():
             bounds = [0, *ts, 12]
             for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -110,7 +115,7 @@ def test_gradients_flow_through_resets():
     x = torch.randn(2, 7, 5, dtype=torch.float64, requires_grad=True)
     reset = torch.zeros(2, 7, dtype=torch.bool)
     reset[:, 3] = True
-    y, _ = m(x, None, reset)
+    y, _ = m(x, None, reset=reset)
     (gx,) = torch.autograd.grad(y[:, 3:].sum(), x)
     # Outputs after the reset do not depend on inputs before it.
     assert torch.all(gx[:, :3] == 0)
@@ -120,11 +125,31 @@ def test_gradients_flow_through_resets():
 def test_bad_reset_and_state():
     m = _mixer()
     x = torch.randn(2, 6, 5, dtype=torch.float64)
-    with pytest.raises(TypeError, match="reset must be a bool tensor"):
-        m(x, None, torch.zeros(2, 6))
-    with pytest.raises(ValueError, match=r"reset must have shape \[2, 6\]"):
-        m(x, None, torch.zeros(2, 5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="reset must be a torch.bool tensor"):
+        m(x, None, reset=torch.zeros(2, 6))
+    with pytest.raises(ValueError, match=r"reset must have shape \[B, T\] = \[2, 6\]"):
+        m(x, None, reset=torch.zeros(2, 5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="positional"):
+        m(x, None, torch.zeros(2, 6, dtype=torch.bool))  # reset is keyword-only now
     with pytest.raises(ValueError, match=r"state must have shape \[2, 4\]"):
         m(x, torch.zeros(2, 3, dtype=torch.complex128))
     with pytest.raises(ValueError, match="unknown activation"):
         create_mixer("s5", d_model=4, activation="relu")
+
+
+def test_padded_steps_leave_the_state_unchanged():
+    """Against the independent recurrence: a padded step neither reads its input nor moves the
+    state, so the real outputs and the final state are those of the real steps alone."""
+    m = _mixer(activation="none")
+    torch.manual_seed(3)
+    x = torch.randn(2, 9, 5, dtype=torch.float64)
+    s0 = torch.randn(2, 4, dtype=torch.complex128)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[0, [1, 4, 5]] = False
+    mask[1, 6:] = False
+    with torch.no_grad():
+        y, s = m(x, s0, mask=mask)
+        for b in range(2):
+            y_ref, s_ref = _recurrence(m, x[b : b + 1, mask[b]], s0[b : b + 1])
+            assert_close(y[b, mask[b]], y_ref[0])
+            assert_close(s[b], s_ref[0])
