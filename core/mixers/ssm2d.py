@@ -31,8 +31,15 @@ no depthwise convolution before the scan.
 
 Shapes:
     ``forward(x [B, T, D])`` treats the sequence as time with a single variate (``V = 1``).
-    ``forward2d(x [B, T, V, D])`` is the 2-D case used by the Chimera model. Both take and return
-    a state that continues along time (``forward2d`` over two time pieces equals one call).
+    ``forward_2d(x [B, T, V, D])`` (the mixer contract's grid interface, ``H`` = time, ``W`` =
+    variates) is the 2-D case used by the Chimera model. Both take and return a state that
+    continues along time (``forward_2d`` over two time pieces equals one call).
+
+Padding and resets (the mixer contract): a padding ``mask [B, T]`` over time makes the padded
+time steps identity steps of both states (``core.ops.ssm2d``, ``mask``), so padding changes no
+real output and the returned state is the one after each row's last real time step;
+``forward_2d`` takes the same ``mask [B, T]`` over its time axis. Being bidirectional across
+variates, the mixer is not causal (``causal = False``, no ``step``) and refuses ``reset``.
 
 Deviations / simplifications (documented on purpose):
     - The paper's Chimera layer combines several 2-D SSM heads with different discretisations
@@ -90,14 +97,20 @@ class _Directional2DSSM(nn.Module):
         self.A3 = nn.Parameter(-0.5 * s4d_real.clone())
 
     def forward(
-        self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None, backend: str | None
+        self,
+        u: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+        backend: str | None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         n, r = self.d_state, self.dt_rank
         dt1_in, dt2_in, B1, B2, C1, C2 = self.x_proj(u).split([r, r, n, n, n, n], dim=-1)
         dt1 = F.softplus(self.dt1_proj(dt1_in))
         dt2 = F.softplus(self.dt2_proj(dt2_in))
         A1, A4 = -torch.exp(self.A1_log), -torch.exp(self.A4_log)
-        return ssm2d_scan(u, dt1, dt2, A1, self.A2, self.A3, A4, B1, B2, C1, C2, state, backend)
+        return ssm2d_scan(
+            u, dt1, dt2, A1, self.A2, self.A3, A4, B1, B2, C1, C2, state, backend, mask=mask
+        )
 
 
 @register_mixer("ssm2d")
@@ -115,9 +128,10 @@ class SSM2D(Mixer):
         backend: ``ssm2d_scan`` backend.
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], state)`` (one variate);
-        ``forward2d(x [B, T, V, D], state=None) -> (y [B, T, V, D], state)``; the state is
-        ``{"fwd": (h1, h2), "bwd": (h1, h2)}`` with tensors ``[B, V, E, N]``.
+        ``forward(x [B, T, D], state=None, *, mask=None) -> (y [B, T, D], state)`` (one variate);
+        ``forward_2d(x [B, T, V, D], state=None, *, mask=None) -> (y [B, T, V, D], state)``; the
+        state is ``{"fwd": (h1, h2), "bwd": (h1, h2)}`` with tensors ``[B, V, E, N]``; ``mask``
+        is ``[B, T]`` bool over time.
     """
 
     causal = False
@@ -149,30 +163,40 @@ class SSM2D(Mixer):
         self.out_proj = nn.Linear(self.d_inner, d_model)
 
     def forward(
-        self, x: torch.Tensor, state: State2D | None = None
+        self,
+        x: torch.Tensor,
+        state: State2D | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State2D]:
         self.check_input(x)
-        y, state = self._forward4d(x.unsqueeze(2), state)
+        self.check_reset(reset, x)  # refuses any reset: bidirectional across variates
+        mask = self.check_mask(mask, x)
+        y, state = self._forward4d(x.unsqueeze(2), state, mask)
         return y.squeeze(2), state
 
-    def forward2d(
-        self, x: torch.Tensor, state: State2D | None = None
+    def forward_2d(
+        self, x: torch.Tensor, state: State2D | None = None, *, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State2D]:
-        """The 2-D case: ``x [B, T, V, D] -> y [B, T, V, D]`` (causal in T, bidirectional in V)."""
-        check_tensor("x", x, ("B", "T", "V", self.d_model), where="SSM2D.forward2d")
-        return self._forward4d(x, state)
+        """The 2-D case: ``x [B, T, V, D] -> y [B, T, V, D]`` (causal in T, bidirectional in V);
+        ``mask [B, T]`` (true = real time step) skips padded time steps."""
+        check_tensor("x", x, ("B", "T", "V", self.d_model), where="SSM2D.forward_2d")
+        return self._forward4d(x, state, self.check_mask(mask, x))
 
-    def _forward4d(self, x: torch.Tensor, state: State2D | None) -> tuple[torch.Tensor, State2D]:
+    def _forward4d(
+        self, x: torch.Tensor, state: State2D | None, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, State2D]:
         u, z = self.in_proj(x).chunk(2, dim=-1)
         u = F.silu(u)
         state = state or {}
-        y, new_state = self.fwd(u, state.get("fwd"), self.backend)
+        y, new_state = self.fwd(u, state.get("fwd"), self.backend, mask)
         out = {"fwd": new_state}
         if self.bwd is not None:
             back = state.get("bwd")
             if back is not None:
                 back = tuple(s.flip(1) for s in back)
-            y_b, back = self.bwd(u.flip(2), back, self.backend)
+            y_b, back = self.bwd(u.flip(2), back, self.backend, mask)
             y = y + y_b.flip(2)
             # Stored in the natural variate order; flipped again on the way in.
             out["bwd"] = tuple(s.flip(1) for s in back)

@@ -31,6 +31,14 @@ structured (non-diagonal) ``A1``, ``A2``, reduced here to diagonals. The fast pa
 paper's 2-D parallel scan: an exact loop-plus-scan (``chunk.py``) and fused kernels that walk the
 grid point by point with every intermediate in registers (``triton.py``).
 
+Padding (mixerzoo extension): ``mask [B, T]`` (true = real time step). A padded time step is
+the identity on the whole state column, ``h1[t, v] = h1[t-1, v]`` and ``h2[t, v] = h2[t-1, v]``
+for every variate, so padding neither reads nor writes the state and the returned state is the
+one after each row's last real time step; the output at a padded step is read out from those
+carried states (``C1 h1 + C2 h2`` with that step's ``C``), for callers to ignore. (``dt1 = 0``
+alone would make ``h1`` an identity step but not ``h2``, which is rebuilt across the variates at
+every time step and reaches the next time step through ``A2``; hence the explicit mask.)
+
 Backends: ``"naive"`` (double loop), ``"chunk"`` (loop over the shorter axis, ``linear_scan``
 along the other) and ``"triton"`` (fused forward and backward kernels, ``triton.py``; the automatic
 choice for CUDA tensors).
@@ -64,6 +72,8 @@ def ssm2d_scan(
     C2: torch.Tensor,
     state: tuple[torch.Tensor, torch.Tensor] | None = None,
     backend: str | None = None,
+    *,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Run the 2-D selective SSM over a ``T x V`` grid (causal in time, causal over variates).
 
@@ -80,6 +90,8 @@ def ssm2d_scan(
             previous piece (zeros if ``None``).
         backend: ``"naive"``, ``"chunk"`` or ``"triton"`` (``None``: automatic, see
             ``core.ops.backend``).
+        mask: ``[B, T]`` bool, true = real time step; padded time steps are identity steps of
+            the state (see above).
 
     Returns:
         ``y [B, T, V, E]`` and the new state ``(h1, h2)`` at the last time step.
@@ -104,13 +116,25 @@ def ssm2d_scan(
         h1_0, h2_0 = state
         check_tensor("state[0]", h1_0, (bsz, n_var, e, n), where=where)
         check_tensor("state[1]", h2_0, (bsz, n_var, e, n), where=where)
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise TypeError(
+                f"{where}: mask must be a torch.bool tensor of shape [B, T] = "
+                f"[{bsz}, {length}], got {got}"
+            )
+        if tuple(mask.shape) != (bsz, length):
+            raise ValueError(
+                f"{where}: mask must have shape [B, T] = [{bsz}, {length}], got {tuple(mask.shape)}"
+            )
+    args = (x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0)
     choice = resolve_backend(where, backend, _AVAILABLE, x.device)
     if choice == "naive":
-        y, h1, h2 = ssm2d_scan_naive(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0)
+        y, h1, h2 = ssm2d_scan_naive(*args, mask=mask)
     elif choice == "triton":
         from mixerzoo.core.ops.ssm2d.triton import ssm2d_scan_triton
 
-        y, h1, h2 = ssm2d_scan_triton(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0)
+        y, h1, h2 = ssm2d_scan_triton(*args, mask=mask)
     else:
-        y, h1, h2 = ssm2d_scan_chunk(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0)
+        y, h1, h2 = ssm2d_scan_chunk(*args, mask=mask)
     return y, (h1, h2)

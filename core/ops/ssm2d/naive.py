@@ -1,7 +1,8 @@
 """Ground truth for the 2-D selective SSM: a plain double loop over time and variates.
 
 See ``mixerzoo.core.ops.ssm2d`` for the recurrence. Both states are updated at every grid point
-``(t, v)`` from their neighbours: ``h1`` from ``(t-1, v)`` and ``h2`` from ``(t, v-1)``.
+``(t, v)`` from their neighbours: ``h1`` from ``(t-1, v)`` and ``h2`` from ``(t, v-1)``; at a
+padded time step (``mask`` false) both keep their values from ``(t-1, v)``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def ssm2d_scan_naive(
     C2: torch.Tensor,
     h1_0: torch.Tensor | None = None,
     h2_0: torch.Tensor | None = None,
+    *,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Double loop; shapes as in ``ssm2d_scan``. Returns ``(y, h1_last, h2_last)``."""
     bsz, length, n_var, e = x.shape
@@ -46,6 +49,11 @@ def ssm2d_scan_naive(
             a4 = torch.exp(d2 * A4)
             h1 = a1 * h1_prev_t[v] + (a1 - 1) / A1 * (A2 * h2_prev_t[v] + B1[:, t, v, None, :] * xv)
             h2 = a4 * h2_left + (a4 - 1) / A4 * (A3 * h1_left + B2[:, t, v, None, :] * xv)
+            if mask is not None:
+                # A padded time step: both states stay as they were one time step up.
+                real = mask[:, t].view(bsz, 1, 1)
+                h1 = torch.where(real, h1, h1_prev_t[v])
+                h2 = torch.where(real, h2, h2_prev_t[v])
             y_row.append((C1[:, t, v, None, :] * h1).sum(-1) + (C2[:, t, v, None, :] * h2).sum(-1))
             h1_row.append(h1)
             h2_row.append(h2)

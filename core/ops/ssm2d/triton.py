@@ -25,6 +25,10 @@ gradients of ``B``, ``C``) are written per channel block and summed afterwards, 
 the grid (the gradients of ``A1 .. A4``) are accumulated in registers per program and summed
 over the batch afterwards, so there are no atomics and the result is deterministic.
 
+Padded time steps (``mask``, compiled in only when given): the forward keeps both states of the
+point from one time step up; the backward passes the point's state adjoints straight up
+(``r1 = gh1``, ``r2 = gh2``), sends nothing left and gives the point's inputs no gradient.
+
 Arithmetic is float32 (float64 for float64 inputs); other dtypes are cast on the way in and out.
 On the CPU the kernels run only under ``TRITON_INTERPRET=1`` (how the tests check them).
 """
@@ -77,8 +81,10 @@ def _ssm2d_fwd_kernel(
     s1_ptr, s2_ptr,  # [B, V, E, N]: the initial states in, the final states out
     y_ptr,  # [B, T, V, E]
     h1_ptr, h2_ptr,  # [B, T, V, E, N]: every state (written when STORE)
+    mask_ptr,  # [B, T] int32, 1 = real time step (read when HAS_MASK)
     T, V, E, N,
     BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, STORE: tl.constexpr,
+    HAS_MASK: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
     offs_e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
@@ -105,6 +111,11 @@ def _ssm2d_fwd_kernel(
             a4 = tl.exp(d2 * A4)
             h1 = a1 * up1 + (a1 - 1.0) / A1 * (A2 * up2 + B1 * x)
             h2 = a4 * left2 + (a4 - 1.0) / A4 * (A3 * left1 + B2 * x)
+            if HAS_MASK:
+                # A padded time step keeps the states of the time step above.
+                real = tl.load(mask_ptr + b * T + t) != 0
+                h1 = tl.where(real, h1, up1)
+                h2 = tl.where(real, h2, up2)
             tl.store(s1_ptr + row, h1, mask=m2)
             tl.store(s2_ptr + row, h2, mask=m2)
             tl.store(y_ptr + tok * E + offs_e, tl.sum(C1 * h1 + C2 * h2, axis=1), mask=me)
@@ -129,8 +140,9 @@ def _ssm2d_bwd_kernel(
     gx_ptr, gd1_ptr, gd2_ptr,  # [B, T, V, E]
     gb1_ptr, gb2_ptr, gc1_ptr, gc2_ptr,  # [E blocks, B, T, V, N] partial sums
     ga1_ptr, ga2_ptr, ga3_ptr, ga4_ptr,  # [B, E, N] partial sums
+    mask_ptr,  # [B, T] int32, 1 = real time step (read when HAS_MASK)
     T, V, E, N,
-    BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, HAS_MASK: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
     eblock = tl.program_id(1)
@@ -174,6 +186,14 @@ def _ssm2d_bwd_kernel(
             row = (b * V + v) * E * N + en
             gh1 = C1 * gy + tl.load(r1_ptr + row, mask=m2, other=0.0) + q1
             gh2 = C2 * gy + tl.load(r2_ptr + row, mask=m2, other=0.0) + q2
+            if HAS_MASK:
+                # At a padded point the states are those one time step up: their adjoints pass
+                # straight up, and the update (zeroed adjoints below) gets no gradient.
+                real = tl.load(mask_ptr + b * T + t) != 0
+                pass1 = gh1
+                pass2 = gh2
+                gh1 = tl.where(real, gh1, 0.0)
+                gh2 = tl.where(real, gh2, 0.0)
             a1 = tl.exp(d1 * A1)
             a4 = tl.exp(d2 * A4)
             g1 = (a1 - 1.0) / A1
@@ -198,8 +218,13 @@ def _ssm2d_bwd_kernel(
             gA2 += k1 * up2
             gA3 += k2 * left1
             gA4 += gh2 * (d2 * a4 * left2 + (d2 * a4 - g4) / A4 * s2)
-            tl.store(r1_ptr + row, a1 * gh1, mask=m2)  # into h1[t-1, v]
-            tl.store(r2_ptr + row, k1 * A2, mask=m2)  # into h2[t-1, v]
+            up_g1 = a1 * gh1  # into h1[t-1, v]
+            up_g2 = k1 * A2  # into h2[t-1, v]
+            if HAS_MASK:
+                up_g1 = tl.where(real, up_g1, pass1)
+                up_g2 = tl.where(real, up_g2, pass2)
+            tl.store(r1_ptr + row, up_g1, mask=m2)
+            tl.store(r2_ptr + row, up_g2, mask=m2)
             q1 = k2 * A3  # into h1[t, v-1]
             q2 = a4 * gh2  # into h2[t, v-1]
             v -= 1
@@ -230,7 +255,7 @@ def _check_device(x: torch.Tensor) -> None:
 
 class _SSM2DScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0):
+    def forward(ctx, x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0, mask):
         bsz, length, n_var, e = x.shape
         n = A1.shape[1]
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -245,12 +270,16 @@ class _SSM2DScan(torch.autograd.Function):
         h2_all = torch.empty(full, dtype=dtype, device=x.device)
         block_e, block_n, warps = _blocks(e, n)
         grid = (bsz, triton.cdiv(e, block_e))
+        has_mask = mask is not None
+        # Without a mask the pointer is never read (HAS_MASK compiles the reads out).
+        mask_i32 = mask.to(torch.int32).contiguous() if has_mask else y
         _ssm2d_fwd_kernel[grid](
-            *ins, s1, s2, y, h1_all, h2_all, length, n_var, e, n,
-            BLOCK_E=block_e, BLOCK_N=block_n, STORE=store, num_warps=warps,
+            *ins, s1, s2, y, h1_all, h2_all, mask_i32, length, n_var, e, n,
+            BLOCK_E=block_e, BLOCK_N=block_n, STORE=store, HAS_MASK=has_mask, num_warps=warps,
         )  # fmt: skip
         if store:
-            ctx.save_for_backward(*ins, h1_0, h2_0, h1_all, h2_all)
+            ctx.save_for_backward(*ins, h1_0, h2_0, h1_all, h2_all, mask_i32)
+            ctx.has_mask = has_mask
             ctx.dtypes = [p.dtype for p in (x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2)]
             ctx.dtypes += [h1_0_in.dtype, h2_0_in.dtype]
         out_dtype = x.dtype
@@ -258,7 +287,7 @@ class _SSM2DScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy, g_h1, g_h2):
-        (x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0, h1_all, h2_all) = (
+        (x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0, h1_all, h2_all, mask_i32) = (
             ctx.saved_tensors
         )
         bsz, length, n_var, e = x.shape
@@ -274,11 +303,11 @@ class _SSM2DScan(torch.autograd.Function):
         gas = [x.new_empty(bsz, e, n) for _ in range(4)]
         _ssm2d_bwd_kernel[(bsz, n_blocks)](
             x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_all, h2_all, h1_0, h2_0, gy,
-            r1, r2, gx, gd1, gd2, *parts, *gas, length, n_var, e, n,
-            BLOCK_E=block_e, BLOCK_N=block_n, num_warps=warps,
+            r1, r2, gx, gd1, gd2, *parts, *gas, mask_i32, length, n_var, e, n,
+            BLOCK_E=block_e, BLOCK_N=block_n, HAS_MASK=ctx.has_mask, num_warps=warps,
         )  # fmt: skip
         grads = [gx, gd1, gd2, *(g.sum(0) for g in gas), *(p.sum(0) for p in parts), r1, r2]
-        return tuple(g.to(d) for g, d in zip(grads, ctx.dtypes))
+        return (*(g.to(d) for g, d in zip(grads, ctx.dtypes)), None)
 
 
 def ssm2d_scan_triton(
@@ -295,6 +324,8 @@ def ssm2d_scan_triton(
     C2: torch.Tensor,
     h1_0: torch.Tensor | None = None,
     h2_0: torch.Tensor | None = None,
+    *,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Same contract as ``naive.ssm2d_scan_naive``; fused kernels, float32 arithmetic."""
     _check_device(x)
@@ -302,4 +333,4 @@ def ssm2d_scan_triton(
     zeros = x.new_zeros(bsz, n_var, e, A1.shape[1])
     h1_0 = h1_0 if h1_0 is not None else zeros
     h2_0 = h2_0 if h2_0 is not None else zeros
-    return _SSM2DScan.apply(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0)
+    return _SSM2DScan.apply(x, dt1, dt2, A1, A2, A3, A4, B1, B2, C1, C2, h1_0, h2_0, mask)

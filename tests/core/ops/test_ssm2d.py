@@ -2,7 +2,8 @@
 interpreted on the CPU) vs the naive double loop (outputs, final states, gradients of every
 input), gradcheck, the decoupled closed form (A2 = A3 = 0 gives two
 1-D selective SSMs), a 2 x 2 grid written out by hand (the coupling neighbours), causality in time
-and across variates, and state carried over time."""
+and across variates, state carried over time, and padding masks over time (every backend vs the
+real time steps alone, and vs naive with the gradients of every input)."""
 
 from __future__ import annotations
 
@@ -250,3 +251,86 @@ def test_errors_name_the_argument():
         ssm2d_scan(*inputs[:11], state=inputs[11])
     with pytest.raises(ValueError, match=r"state\[1\] must have shape"):
         ssm2d_scan(*inputs[:11], state=(inputs[11], inputs[12][:, :2]))
+
+
+# --- padding masks over time ---------------------------------------------------------------------
+
+
+def _time_mask():
+    """Row 0: padded at t = 0 (the initial state carries over), holes at 3 and 4; row 1: trailing
+    padding from t = 5."""
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[0, [0, 3, 4]] = False
+    mask[1, 5:] = False
+    return mask
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunk", "triton"])
+def test_padded_time_steps_equal_the_real_steps_alone(backend):
+    """With junk at the padded time steps, each row's real outputs and final states equal a scan
+    over its real time steps only (from the same initial state)."""
+    device = DEVICE if backend == "triton" else torch.device("cpu")
+    inputs = _inputs(2, 7, 3, 2, 2, seed=13)
+    mask = _time_mask()
+    per_token = (0, 1, 2, 7, 8, 9, 10)  # x, dt1, dt2, B1, B2, C1, C2
+    for i in per_token:
+        inputs[i] = torch.where(mask.view(2, 7, 1, 1), inputs[i], 30 * inputs[i].abs())
+    moved = [p.to(device) for p in inputs]
+    y, (h1, h2) = ssm2d_scan(
+        *moved[:11], state=tuple(moved[11:]), backend=backend, mask=mask.to(device)
+    )
+    for b in range(2):
+        real = []
+        for i, p in enumerate(inputs):
+            if i in per_token:
+                real.append(p[b : b + 1, mask[b]])  # the real time steps of row b
+            else:
+                real.append(p[b : b + 1] if i >= 11 else p)  # its initial states; A1 .. A4
+        y_ref, (h1_ref, h2_ref) = ssm2d_scan(*real[:11], state=tuple(real[11:]), backend="naive")
+        assert_close(y[b, mask[b]].cpu(), y_ref[0], msg=f"row {b} outputs")
+        assert_close(h1[b].cpu(), h1_ref[0], msg=f"row {b} h1")
+        assert_close(h2[b].cpu(), h2_ref[0], msg=f"row {b} h2")
+
+
+@pytest.mark.parametrize("backend", ["chunk-variates", "chunk-time", "triton"])
+def test_masked_backends_equal_naive_with_gradients(backend):
+    shape = (2, 7, 3, 2, 2)
+    inputs = _inputs(*shape, seed=17)
+    mask = _time_mask()
+    wy = torch.randn(*shape[:4], dtype=torch.float64) * mask.view(2, 7, 1, 1)
+    wh = torch.randn(shape[0], shape[2], shape[3], shape[4], dtype=torch.float64)
+    device = DEVICE if backend == "triton" else torch.device("cpu")
+    runs = {
+        "naive": (lambda *a: ssm2d_scan_naive(*a, mask=mask), torch.device("cpu")),
+        "chunk-variates": (
+            lambda *a: ssm2d_scan_chunk(*a, loop_over="variates", mask=mask),
+            torch.device("cpu"),
+        ),
+        "chunk-time": (
+            lambda *a: ssm2d_scan_chunk(*a, loop_over="time", mask=mask),
+            torch.device("cpu"),
+        ),
+        "triton": (lambda *a: ssm2d_scan_triton(*a, mask=mask.to(device)), device),
+    }
+    out = {}
+    for name in ("naive", backend):
+        fn, dev = runs[name]
+        leaves = [p.to(dev).requires_grad_() for p in inputs]
+        y, h1, h2 = fn(*leaves)
+        loss = (y * wy.to(dev)).sum() + (h1 * wh.to(dev)).sum() + (h2 * wh.flip(1).to(dev)).sum()
+        grads = torch.autograd.grad(loss, leaves, materialize_grads=True)
+        out[name] = [t.detach().cpu() for t in (y, h1, h2, *grads)]
+    labels = ["y", "h1_last", "h2_last"] + [f"grad {n}" for n in NAMES]
+    for label, got, want in zip(labels, out[backend], out["naive"]):
+        assert_close(got, want, msg=label)
+    # Padded steps' per-token inputs get no gradient from real outputs or the final states.
+    for i in (0, 1, 2, 7, 8):  # x, dt1, dt2, B1, B2 (C at a padded step reads out only there)
+        assert out["naive"][3 + i][~mask].abs().max() == 0, NAMES[i]
+
+
+def test_mask_errors():
+    inputs = _inputs(2, 4, 3, 2, 2)
+    with pytest.raises(TypeError, match=r"mask must be a torch.bool tensor"):
+        ssm2d_scan(*inputs[:11], mask=torch.ones(2, 4))
+    with pytest.raises(ValueError, match=r"mask must have shape \[B, T\] = \[2, 4\]"):
+        ssm2d_scan(*inputs[:11], mask=torch.ones(2, 3, dtype=torch.bool))
