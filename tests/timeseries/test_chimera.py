@@ -80,10 +80,10 @@ def test_closed_loop_equals_token_by_token_decoding():
         got = model.decode(h)
         dec, state = model.decoder, None
         for t in range(16):  # the lookback one time step (all variates) at a time
-            y, state = dec.forward2d(h[:, t : t + 1], state)
+            y, state = dec.forward_2d(h[:, t : t + 1], state)
         outs = [y[:, 0]]
         for _ in range(4):
-            y, state = dec.forward2d(model.feedback(outs[-1]).unsqueeze(1), state)
+            y, state = dec.forward_2d(model.feedback(outs[-1]).unsqueeze(1), state)
             outs.append(y[:, 0])
         want = model.head(torch.stack(outs, 1)).squeeze(-1)
     torch.testing.assert_close(got, want)

@@ -158,8 +158,8 @@ class ChimeraLayer(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         z = self.norm(h)
         trend = trailing_moving_average(z, self.moving_avg)
-        y_trend, _ = self.trend_head.forward2d(trend)
-        y_seasonal, _ = self.seasonal_head.forward2d(z - trend)
+        y_trend, _ = self.trend_head.forward_2d(trend)
+        y_seasonal, _ = self.seasonal_head.forward_2d(z - trend)
         return h + self.dropout(torch.sigmoid(self.gate(z)) * (y_trend + y_seasonal))
 
 
@@ -262,13 +262,13 @@ class Chimera(nn.Module):
             bsz, length, n_var, d = h.shape
             flat = h.permute(0, 2, 1, 3).reshape(bsz, n_var, length * d)
             return self.head(flat).transpose(1, 2)
-        y, state = self.decoder.forward2d(h)
+        y, state = self.decoder.forward_2d(h)
         # The last lookback step's output is the one-step-ahead prediction; the rest of the
         # horizon runs on the decoder's own predicted inputs, one time step (all variates) at once.
         outs = [y[:, -1]]
         for _ in range(self.pred_len - 1):
             u = self.feedback(outs[-1]).unsqueeze(1)  # [B, 1, C, D]
-            y, state = self.decoder.forward2d(u, state)
+            y, state = self.decoder.forward_2d(u, state)
             outs.append(y[:, 0])
         return self.head(torch.stack(outs, dim=1)).squeeze(-1)
 
