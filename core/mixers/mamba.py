@@ -9,12 +9,17 @@ skip ``D`` (ones) and the ``silu(z)`` gate, and the output projection. The initi
 ``dt_proj`` follows the paper (weights uniform in ``+-dt_rank^-0.5 * dt_scale``, bias the inverse
 softplus of step sizes log-uniform in ``[dt_min, dt_max]``).
 
+The convolution is :class:`mixerzoo.core.layers.CausalDepthwiseConv1d`, which keeps
+``nn.Conv1d``'s parameter names and shapes (``conv1d.weight [d_inner, 1, d_conv]``,
+``conv1d.bias``), so state dicts of mamba-ssm's layout load unchanged.
+
 Streaming: the state is ``(conv_state [B, d_conv - 1, d_inner], ssm_state [B, d_inner, d_state])``
-(the last ``d_conv - 1`` conv inputs, in the layout of :class:`~mixerzoo.core.layers.
-CausalDepthwiseConv1d`, and the SSM state), so ``forward`` continues exactly from a carried state
-and ``step`` runs the recurrent update one token at a time. Deviation from mamba-ssm: its
-``conv_state`` is ``[B, d_inner, d_conv]`` (channels first, including the current token); here it
-holds the ``d_conv - 1`` previous inputs, time first, which is what continuing a sequence needs.
+(the last ``d_conv - 1`` conv inputs, in the convolution layer's time-first layout, and the SSM
+state), so ``forward`` continues exactly from a carried state and ``step`` runs the recurrent
+update one token at a time. Deviation from mamba-ssm: its ``conv_state`` is
+``[B, d_inner, d_conv]`` (channels first, including the current token); here it holds the
+``d_conv - 1`` previous inputs, time first, which is what continuing a sequence needs (before
+issue 11 mixerzoo stored it channels first, ``[B, d_inner, d_conv - 1]``).
 
 Resets and padding (the mixer contract): ``reset [B, T]`` drops both states before the flagged
 steps (the convolution reads zeros across the boundary, the scan zeroes its state there, as
