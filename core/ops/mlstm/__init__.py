@@ -17,6 +17,21 @@ first token is zeros with ``m_0 = 0``, as in the authors' recurrent step. The ou
 ``d_k^-0.5`` key scaling and the block around the cell live in the mixer
 (``mixerzoo.core.mixers.mlstm``).
 
+**Resets and padding** (exact semantics, for every backend):
+
+- ``reset [B, T]`` (bool): where true, ``(C, n, m)`` is set to zero (the initial state, ``m = 0``
+  included) *before* step ``t``; the step then runs as usual, so ``m_t = max(log f_t, log i_t)``
+  (``log f_t`` still enters the stabiliser, though it multiplies an empty memory). The segments
+  of a packed row never see each other, and ``initial_state`` reaches only the steps before the
+  row's first reset.
+- ``mask [B, T]`` (bool, true = real step): a masked step is the identity on ``(C, n, m)`` (as
+  with ``log f_t = 0`` and ``log i_t = -inf``, input gate 0); its output is the query read against
+  the unchanged state (callers normally ignore it) and ``k``, ``v``, the gates there get zero
+  gradient. A reset at a masked step still zeroes the state. The final state is the one after
+  each row's last real step.
+
+``log_i = -inf`` (input gate 0) is also accepted anywhere as a value.
+
 Backends: ``"naive"`` (stabilised recurrence) and ``"chunk"`` (parallel form per chunk, state
 carried across chunks). ``parallel_mlstm`` is the paper's ``T x T`` stabilised parallel form.
 """
@@ -26,6 +41,7 @@ from __future__ import annotations
 import torch
 
 from mixerzoo.core.ops.backend import resolve_backend
+from mixerzoo.core.ops.gla.flags import check_flags
 from mixerzoo.core.ops.mlstm.chunk import chunk_mlstm, parallel_mlstm
 from mixerzoo.core.ops.mlstm.naive import naive_mlstm
 from mixerzoo.core.validation import check_tensor
@@ -45,6 +61,8 @@ def mlstm(
     log_f: torch.Tensor,
     initial_state: MLSTMState | None = None,
     *,
+    reset: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
     eps: float = 1e-6,
     backend: str | None = None,
     chunk_size: int = 64,
@@ -59,6 +77,8 @@ def mlstm(
         log_f: ``[B, H, T]`` log forget gates.
         initial_state: ``(C [B, H, dk, dv], n [B, H, dk], m [B, H])`` before the first token, or
             ``None`` (zeros).
+        reset: ``[B, T]`` bool, drop the state before the flagged steps (module docstring).
+        mask: ``[B, T]`` bool, true = real step; masked steps leave the state unchanged.
         eps: added to the normaliser ``max(|q . n|, exp(-m))``.
         backend: ``None`` (automatic), ``"naive"`` or ``"chunk"``.
         chunk_size: tokens per chunk for the ``"chunk"`` backend.
@@ -84,6 +104,7 @@ def mlstm(
         check_tensor("initial_state[1] (n)", n_mem, (b, h, dk), where=where)
         check_tensor("initial_state[2] (m)", m, (b, h), where=where)
         initial_state = (c_mem, n_mem, m)
+    reset, mask = check_flags(reset, mask, b, t, where)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"{where}: chunk_size must be a positive int, got {chunk_size!r}")
     choice = resolve_backend(where, backend, _AVAILABLE, q.device)
@@ -91,7 +112,9 @@ def mlstm(
         # An empty piece: the recurrence returns the state unchanged and no output.
         choice = "naive"
     if choice == "naive":
-        out, state = naive_mlstm(q, k, v, log_i, log_f, initial_state, eps)
+        out, state = naive_mlstm(q, k, v, log_i, log_f, initial_state, eps, reset=reset, mask=mask)
     else:
-        out, state = chunk_mlstm(q, k, v, log_i, log_f, initial_state, eps, chunk_size)
+        out, state = chunk_mlstm(
+            q, k, v, log_i, log_f, initial_state, eps, chunk_size, reset=reset, mask=mask
+        )
     return out.to(q.dtype), state

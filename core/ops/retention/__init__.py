@@ -17,6 +17,21 @@ nearer tokens more): the 1-D case of the distance decay of RMT (Fan et al., 2023
 Retentive Networks Meet Vision Transformers", arXiv 2309.11523, which uses the Manhattan distance
 on the 2-D patch grid); it has no state.
 
+**Resets and padding** (exact semantics, for every backend):
+
+- ``reset [B, T]`` (bool, causal only): where true, the state is set to zero *before* step
+  ``n``: ``S_n = k_n^T v_n``. Tokens in different segments of a packed row never interact, and
+  ``initial_state`` reaches only the tokens before the row's first reset.
+- ``mask [B, T]`` (bool, true = real token): a padded step is the identity on the state,
+  ``S_n = S_{n-1}`` (decay 1, key dropped), so ``gamma``'s exponent ``n - m`` counts real tokens
+  only, for the causal and the symmetric decay alike; the output at a padded step is
+  ``q_n S_{n-1}`` (unspecified for callers) and padded ``k``, ``v`` get zero gradient. A reset
+  at a padded step still zeroes the state. The final state is the one after the last real step.
+
+Retention is simple gated linear attention with the gate ``log(gamma)`` at every position: the
+chunkwise form is :func:`mixerzoo.core.ops.gla.chunk_gla` with one gate per head (a gate tensor
+shared by the batch when there is no mask, so the decay matrices are computed once).
+
 Backends: ``"naive"`` (token-by-token recurrence; two scans when not causal) and ``"chunk"``
 (chunkwise form; forward plus backward chunkwise scans when not causal). ``parallel_retention``
 is the ``T x T`` parallel form, exported for tests and short sequences.
@@ -27,6 +42,7 @@ from __future__ import annotations
 import torch
 
 from mixerzoo.core.ops.backend import resolve_backend
+from mixerzoo.core.ops.gla.flags import check_flags
 from mixerzoo.core.ops.retention.chunk import (
     chunk_bidirectional_retention,
     chunk_retention,
@@ -60,6 +76,8 @@ def retention(
     gamma: torch.Tensor,
     initial_state: torch.Tensor | None = None,
     *,
+    reset: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
     causal: bool = True,
     backend: str | None = None,
     chunk_size: int = 64,
@@ -74,6 +92,8 @@ def retention(
             in debug mode).
         initial_state: ``[B, H, dk, dv]`` state before the first token, or ``None`` (zeros);
             causal only.
+        reset: ``[B, T]`` bool, drop the state before the flagged steps (causal only).
+        mask: ``[B, T]`` bool, true = real token; padded steps leave the state unchanged.
         causal: causal decay ``gamma^(n-m) [n >= m]`` (default) or symmetric ``gamma^|n-m|``.
         backend: ``None`` (automatic), ``"naive"`` or ``"chunk"``.
         chunk_size: tokens per chunk for the ``"chunk"`` backend.
@@ -85,7 +105,7 @@ def retention(
 
     Raises:
         ValueError / TypeError: wrong shapes, non-float dtypes, ``gamma`` outside ``(0, 1]``, or
-            a state given with ``causal=False``.
+            a state or ``reset`` given with ``causal=False``.
     """
     where = "retention"
     check_tensor("q", q, ("B", "H", "T", "dk"), where=where)
@@ -105,6 +125,12 @@ def retention(
                 f"{where}: causal=False looks at the whole sequence and takes no initial_state"
             )
         check_tensor("initial_state", initial_state, (b, h, dk, v.shape[-1]), where=where)
+    if reset is not None and not causal:
+        raise ValueError(
+            f"{where}: causal=False looks at the whole sequence and takes no reset; run the "
+            f"separate sequences as separate rows (padded with mask=)"
+        )
+    reset, mask = check_flags(reset, mask, b, t, where)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"{where}: chunk_size must be a positive int, got {chunk_size!r}")
     choice = resolve_backend(where, backend, _AVAILABLE, q.device)
@@ -113,12 +139,14 @@ def retention(
         choice = "naive"
     if causal:
         if choice == "naive":
-            o, state = naive_retention(q, k, v, gamma, initial_state)
+            o, state = naive_retention(q, k, v, gamma, initial_state, reset=reset, mask=mask)
         else:
-            o, state = chunk_retention(q, k, v, gamma, initial_state, chunk_size)
+            o, state = chunk_retention(
+                q, k, v, gamma, initial_state, chunk_size, reset=reset, mask=mask
+            )
         return o.to(q.dtype), state
     if choice == "naive":
-        o = naive_bidirectional_retention(q, k, v, gamma)
+        o = naive_bidirectional_retention(q, k, v, gamma, mask=mask)
     else:
-        o = chunk_bidirectional_retention(q, k, v, gamma, chunk_size)
+        o = chunk_bidirectional_retention(q, k, v, gamma, chunk_size, mask=mask)
     return o.to(q.dtype), None

@@ -9,18 +9,25 @@ Models", arXiv 2307.08621):
   ``R_i = gamma^B R_{i-1} + K_[i]^T (V_[i] * zeta)`` with ``zeta_j = gamma^(B-1-j)``, read by
   ``(Q_[i] R_{i-1}) * xi`` with ``xi_j = gamma^(j+1)``.
 
-Every power of ``gamma`` is taken as ``exp(e * log(gamma))`` with ``e >= 0`` so that nothing
-overflows, and with the exponent built from a per-position log-decay whose padded tail positions
-have log-decay 0 (no decay) and zero keys, so a sequence length that is not a multiple of the
-chunk size leaves the final state exact.
+Retention is gated linear attention with one constant gate per head, ``log(gamma)`` at every
+position, so the chunkwise form is the one-gate-per-head ("simple GLA") path of
+:func:`mixerzoo.core.ops.gla.chunk_gla` (fla builds retention on its simple-GLA kernel the same
+way). Without a mask the log-decays are a ``[1, H, T]`` tensor shared by the batch, so the
+``[C, C]`` decay matrices are computed once for every row; every power of ``gamma`` is an
+``exp`` of a non-positive exponent, and the padded tail of the last chunk has log-decay 0 and
+zero keys, so a length that is not a multiple of the chunk size leaves the final state exact.
+
+With a mask, a padded step has log-decay 0 and a zero key (the identity on the state), so the
+distance ``n - m`` in ``gamma^(n-m)`` counts real tokens only; with resets, pairs in different
+segments are dropped (see :mod:`mixerzoo.core.ops.gla.flags`).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
+
+from mixerzoo.core.layers.sequence import segment_ids
+from mixerzoo.core.ops.gla.chunk import chunk_gla
 
 __all__ = ["parallel_retention", "chunk_retention", "chunk_bidirectional_retention"]
 
@@ -32,6 +39,9 @@ def parallel_retention(
     gamma: torch.Tensor,
     initial_state: torch.Tensor | None = None,
     causal: bool = True,
+    *,
+    reset: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Retention in the parallel form (``T x T`` decay mask), the form RetNet trains with.
 
@@ -42,6 +52,10 @@ def parallel_retention(
         initial_state: ``[B, H, dk, dv]`` or ``None`` (causal only).
         causal: ``True`` for ``D_nm = gamma^(n-m) [n >= m]``; ``False`` for the symmetric
             ``D_nm = gamma^|n-m|`` (no state).
+        reset: ``[B, T]`` bool (causal only): ``D_nm = 0`` across a reset, and the initial state
+            reaches only the tokens before the first one.
+        mask: ``[B, T]`` bool, true = real token: padded keys are dropped and ``n - m`` counts
+            the real tokens in ``(m, n]``.
 
     Returns:
         ``o [B, H, T, dv]`` and the final state ``[B, H, dk, dv]`` (``None`` when not causal),
@@ -51,24 +65,43 @@ def parallel_retention(
     b, h, t, dk = q.shape
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     log_gamma = torch.log(gamma.to(dtype)).view(h, 1, 1)
-    pos = torch.arange(t, device=q.device)
-    distance = (pos[:, None] - pos[None, :]).to(dtype)
+    # count[n]: real tokens up to and including n, so gamma^(count_n - count_m) decays m to n.
+    if mask is None:
+        count = torch.arange(1, t + 1, device=q.device).view(1, t)
+    else:
+        count = mask.long().cumsum(1)
+        k = torch.where(mask[:, None, :, None], k, 0.0)
+    rows = count.shape[0]
+    distance = (count.unsqueeze(-1) - count.unsqueeze(-2)).to(dtype).unsqueeze(1)  # [B|1,1,T,T]
     if causal:
-        exponent = torch.where(distance >= 0, distance * log_gamma, float("-inf"))
+        allowed = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+        if reset is not None:
+            seg = segment_ids(reset, reset.shape)
+            allowed = (allowed & (seg.unsqueeze(-1) == seg.unsqueeze(-2))).unsqueeze(1)
+        exponent = torch.where(allowed, distance * log_gamma, float("-inf"))
     else:
         exponent = distance.abs() * log_gamma
-    decay = torch.exp(exponent)  # [H, T, T]
+    decay = torch.exp(exponent)  # [B or 1, H, T, T]
     o = (q @ k.transpose(-1, -2) * decay) @ v
     if not causal:
         return o, None
-    pos = pos.to(dtype)
-    # Key m reaches the end of the sequence with gamma^(T-1-m); the old state with gamma^T.
-    k_to_end = k * torch.exp((t - 1 - pos).view(1, t, 1) * log_gamma)
-    final = k_to_end.transpose(-1, -2) @ v
+    count = count.to(dtype)
+    # Key m reaches the end of the sequence with gamma^(count_last - count_m); the old state
+    # with gamma^count_last.
+    to_end = (count[:, -1:] - count).view(rows, 1, t, 1) * log_gamma
+    if reset is not None:
+        to_end = torch.where((seg == seg[:, -1:]).view(b, 1, t, 1), to_end, float("-inf"))
+    final = (k * torch.exp(to_end)).transpose(-1, -2) @ v
     if initial_state is not None:
         s0 = initial_state.to(dtype)
-        o = o + (q * torch.exp((pos + 1).view(1, t, 1) * log_gamma)) @ s0
-        final = final + torch.exp(t * log_gamma) * s0
+        read = count.view(rows, 1, t, 1) * log_gamma
+        kept = count[:, -1].view(rows, 1, 1, 1) * log_gamma
+        if reset is not None:
+            first = (seg == 0).view(b, 1, t, 1)
+            read = torch.where(first, read, float("-inf"))
+            kept = torch.where(first[:, :, -1:], kept, float("-inf"))
+        o = o + (q * torch.exp(read)) @ s0
+        final = final + torch.exp(kept) * s0
     return o, final
 
 
@@ -79,8 +112,11 @@ def chunk_retention(
     gamma: torch.Tensor,
     initial_state: torch.Tensor | None = None,
     chunk_size: int = 64,
+    *,
+    reset: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal retention in the chunkwise recurrent form.
+    """Causal retention in the chunkwise recurrent form (simple GLA with ``g = log(gamma)``).
 
     The intra-chunk parts of all chunks are computed at once; only the ``[dk, dv]`` chunk states
     are carried in a loop over the ``ceil(T / chunk_size)`` chunks.
@@ -91,40 +127,16 @@ def chunk_retention(
         gamma: ``[H]`` per-head decay in ``(0, 1]``.
         initial_state: ``[B, H, dk, dv]`` or ``None`` (zeros).
         chunk_size: tokens per chunk (clipped to ``T``).
+        reset, mask: ``[B, T]`` bool or ``None`` (see :mod:`mixerzoo.core.ops.gla.flags`).
 
     Returns:
         ``o [B, H, T, dv]`` and the final state ``[B, H, dk, dv]`` in the compute dtype.
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
-    b, h, t, dk = q.shape
-    dv = v.shape[-1]
-    size = max(1, min(chunk_size, t))
-    n_chunks = math.ceil(t / size)
-    pad = n_chunks * size - t
-    q, k, v = (F.pad(x.to(dtype), (0, 0, 0, pad)).view(b, h, n_chunks, size, -1) for x in (q, k, v))
-
-    # Cumulative log-decay inside each chunk: cum[..., i] = (i + 1) log(gamma) on real positions.
-    log_decay = torch.log(gamma.to(dtype)).view(h, 1).expand(h, t)
-    cum = F.pad(log_decay, (0, pad)).view(1, h, n_chunks, size).cumsum(-1)
-    cum_last = cum[..., -1:]  # [1, H, NC, 1]
-
-    causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    intra_decay = torch.exp(
-        torch.where(causal, cum.unsqueeze(-1) - cum.unsqueeze(-2), float("-inf"))
-    )  # [1, H, NC, C, C]
-    o = (q @ k.transpose(-1, -2) * intra_decay) @ v
-
-    # What each chunk adds to the state (keys decayed to the chunk end), then the carry loop.
-    k_to_end = k * torch.exp(cum_last - cum).unsqueeze(-1)
-    chunk_kv = k_to_end.transpose(-1, -2) @ v  # [B, H, NC, dk, dv]
-    chunk_decay = torch.exp(cum_last).unsqueeze(-1)  # [1, H, NC, 1, 1]
-    state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.to(dtype)
-    starts = []
-    for c in range(n_chunks):
-        starts.append(state)
-        state = chunk_decay[:, :, c] * state + chunk_kv[:, :, c]
-    o = o + (q * torch.exp(cum).unsqueeze(-1)) @ torch.stack(starts, dim=2)
-    return o.reshape(b, h, n_chunks * size, dv)[:, :, :t], state
+    h, t = q.shape[1], q.shape[2]
+    # One log-decay per head and position, shared by the batch (a [1, H, T] view).
+    log_decay = torch.log(gamma.to(dtype)).view(1, h, 1).expand(1, h, t)
+    return chunk_gla(q, k, v, log_decay, initial_state, chunk_size, reset=reset, mask=mask)
 
 
 def chunk_bidirectional_retention(
@@ -133,22 +145,36 @@ def chunk_bidirectional_retention(
     v: torch.Tensor,
     gamma: torch.Tensor,
     chunk_size: int = 64,
+    *,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Non-causal retention (``D_nm = gamma^|n-m|``) as a forward plus a backward chunkwise scan.
 
-    The diagonal ``m = n`` is counted by both scans and subtracted once.
+    The diagonal ``m = n`` is counted by both scans and subtracted once. With ``mask`` both scans
+    skip the padded tokens (so ``|n - m|`` counts real tokens) and padded keys are dropped.
 
     Args:
         q, k: ``[B, H, T, dk]``.
         v: ``[B, H, T, dv]``.
         gamma: ``[H]`` per-head decay in ``(0, 1]``.
         chunk_size: tokens per chunk.
+        mask: ``[B, T]`` bool, true = real token, or ``None``.
 
     Returns:
         ``o [B, H, T, dv]`` in the compute dtype.
     """
-    forward, _ = chunk_retention(q, k, v, gamma, None, chunk_size)
-    backward, _ = chunk_retention(q.flip(2), k.flip(2), v.flip(2), gamma, None, chunk_size)
+    forward, _ = chunk_retention(q, k, v, gamma, None, chunk_size, mask=mask)
+    backward, _ = chunk_retention(
+        q.flip(2),
+        k.flip(2),
+        v.flip(2),
+        gamma,
+        None,
+        chunk_size,
+        mask=None if mask is None else mask.flip(1),
+    )
     dtype = forward.dtype
     diagonal = (q.to(dtype) * k.to(dtype)).sum(-1, keepdim=True) * v.to(dtype)
+    if mask is not None:
+        diagonal = torch.where(mask[:, None, :, None], diagonal, 0.0)
     return forward + backward.flip(2) - diagonal

@@ -176,3 +176,132 @@ def test_clear_errors():
         mlstm(q, k, v, log_i, log_f, (c0, n0[..., :3], m0))
     with pytest.raises(ValueError, match=r"initial_state\[2\] \(m\) must have shape"):
         mlstm(q, k, v, log_i, log_f, (c0, n0, m0[..., None]))
+
+
+# --- resets and padding masks -------------------------------------------------------------
+
+
+def _flags(b, t, chunk, seed=0):
+    """Row 0: resets at t = 0, on the chunk boundary ``chunk``, twice more in that chunk and at
+    the last step; other rows: random resets. Masks: random holes, a whole chunk ``[chunk,
+    2 chunk)`` of row 1 padded (a chunk without a single input), row 0 ends in padding."""
+    gen = torch.Generator().manual_seed(seed)
+    reset = torch.rand(b, t, generator=gen) < 0.25
+    reset[0] = False
+    for step in (0, chunk, chunk + 1, chunk + 3, t - 1):
+        if step < t:
+            reset[0, step] = True
+    mask = torch.rand(b, t, generator=gen) < 0.7
+    mask[0, -2:] = False
+    if b > 1:
+        mask[1, chunk : 2 * chunk] = False
+    return reset, mask
+
+
+STATE_NAMES = ("q", "k", "v", "log_i", "log_f", "C0", "n0", "m0")
+
+
+def _weights(b, h, t, dk, dv):
+    return [
+        torch.randn(b, h, t, dv, dtype=F64),
+        torch.randn(b, h, dk, dv, dtype=F64),
+        torch.randn(b, h, dk, dtype=F64),
+        torch.randn(b, h, dtype=F64),
+    ]
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("flags", ["reset", "mask", "both"])
+def test_forms_agree_with_resets_and_masks(shape, flags):
+    """Every form equals the stabilised recurrence with resets and masks: outputs, the final
+    (C, n, m) (the stabiliser restarts from 0 at a reset) and every input's gradient."""
+    b, h, t, dk, dv = shape
+    inputs = _inputs(*shape)
+    reset, mask = _flags(b, t, 4)
+    kw = {"reset": reset if flags != "mask" else None, "mask": mask if flags != "reset" else None}
+    weights = _weights(b, h, t, dk, dv)
+    ref_out, ref_grads = outputs_and_grads(lambda *a: naive_mlstm(*a, **kw), inputs, weights)
+    forms = {"parallel": lambda *a: parallel_mlstm(*a, **kw)}
+    for c in (1, 4, 5, 16):
+        forms[f"chunk{c}"] = lambda *a, c=c: chunk_mlstm(*a, chunk_size=c, **kw)
+    for name, fn in forms.items():
+        out, grads = outputs_and_grads(fn, inputs, weights)
+        for label, x, x_ref in zip(("h", "C", "n", "m"), out, ref_out):
+            assert_close(x, x_ref, msg=f"{name}: {label}")
+        for arg, g, g_ref in zip(STATE_NAMES, grads, ref_grads):
+            assert_close(g, g_ref, msg=f"{name}: grad of {arg}")
+
+
+def test_naive_reset_equals_pieces_from_the_initial_state():
+    """The reference itself: a row with resets = its pieces, each from the zero state (m = 0;
+    the first from the given state), with the last piece's (C, n, m) as the final state."""
+    q, k, v, log_i, log_f, s0 = _inputs(2, 2, 17, 3, 4)
+    reset, _ = _flags(2, 17, 4)
+    out, state = naive_mlstm(q, k, v, log_i, log_f, s0, reset=reset)
+    for row in range(2):
+        cuts = [0, *[int(i) for i in torch.nonzero(reset[row]).flatten() if i > 0], 17]
+        piece_state = None if reset[row, 0] else tuple(x[row : row + 1] for x in s0)
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            piece = (x[row : row + 1, :, lo:hi] for x in (q, k, v, log_i, log_f))
+            h_piece, piece_state = naive_mlstm(*piece, piece_state)
+            assert_close(out[row : row + 1, :, lo:hi], h_piece)
+            last, piece_state = piece_state, None
+        for x, x_ref in zip(state, last):
+            assert_close(x[row : row + 1], x_ref)
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunk"])
+def test_mask_equals_the_real_steps_alone(backend):
+    """Masked steps are skipped exactly: the real outputs and the final (C, n, m) are those of
+    the real steps alone, and junk at masked steps gets exactly zero gradient."""
+    q, k, v, log_i, log_f, s0 = _inputs(2, 2, 15, 3, 4)
+    _, mask = _flags(2, 15, 4, seed=1)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, log_i, log_f)]
+    out, state = mlstm(*leaves, s0, mask=mask, backend=backend, chunk_size=4)
+    for row in range(2):
+        real = (x[row : row + 1, :, mask[row]] for x in (q, k, v, log_i, log_f))
+        h_real, state_real = naive_mlstm(*real, tuple(x[row : row + 1] for x in s0))
+        assert_close(out[row : row + 1, :, mask[row]], h_real)
+        for x, x_ref in zip(state, state_real):
+            assert_close(x[row : row + 1], x_ref)
+    (out * mask[:, None, :, None]).sum().backward()
+    for name, x in zip(STATE_NAMES, leaves):
+        assert x.grad.transpose(1, 2)[~mask].abs().max() == 0, name
+
+
+def test_input_gate_minus_infinity_writes_nothing():
+    """log i = -inf is a valid value (input gate 0), also over a whole chunk: finite outputs and
+    gradients, equal to the recurrence."""
+    q, k, v, log_i, log_f, s0 = _inputs(1, 2, 12, 3, 2)
+    log_i[:, :, 4:9] = float("-inf")
+    weights = _weights(1, 2, 12, 3, 2)
+    ref_out, ref_grads = outputs_and_grads(naive_mlstm, (q, k, v, log_i, log_f, s0), weights)
+    out, grads = outputs_and_grads(
+        lambda *a: chunk_mlstm(*a, chunk_size=4), (q, k, v, log_i, log_f, s0), weights
+    )
+    for x, x_ref in zip([*out, *grads], [*ref_out, *ref_grads]):
+        assert torch.isfinite(x).all()
+        assert_close(x, x_ref)
+
+
+def test_resets_with_large_gates_stay_finite_and_agree():
+    q, k, v, log_i, log_f, _ = _inputs(
+        2, 2, 40, 4, 4, dtype=torch.float32, with_state=False, gate_scale=60.0
+    )
+    reset, mask = _flags(2, 40, 16)
+    h_ref, state_ref = naive_mlstm(q, k, v, log_i, log_f, reset=reset, mask=mask)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, log_i, log_f)]
+    h, state = chunk_mlstm(*leaves, chunk_size=16, reset=reset, mask=mask)
+    assert_close(h, h_ref)
+    for x, x_ref in zip(state, state_ref):
+        assert_close(x, x_ref)
+    (h.sum() + sum(x.sum() for x in state)).backward()
+    assert all(torch.isfinite(x.grad).all() for x in leaves)
+
+
+def test_flag_errors_are_clear():
+    q, k, v, log_i, log_f, _ = _inputs(2, 3, 5, 4, 6)
+    with pytest.raises(TypeError, match=r"reset must be a torch.bool tensor of shape \[B, T\]"):
+        mlstm(q, k, v, log_i, log_f, reset=torch.zeros(2, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"mask must have shape \[B, T\] = \[2, 5\]"):
+        mlstm(q, k, v, log_i, log_f, mask=torch.ones(5, 2, dtype=torch.bool))

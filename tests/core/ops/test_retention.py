@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mixerzoo.core.ops.retention as retention_ops
+from mixerzoo.core.ops.gla import naive_gla
 from mixerzoo.core.ops.retention import (
     chunk_bidirectional_retention,
     chunk_retention,
@@ -184,3 +185,135 @@ def test_clear_errors():
         retention(q, k, v, gamma, s0, causal=False)
     with pytest.raises(ValueError, match=r"chunk_size"):
         retention(q, k, v, gamma, chunk_size=0)
+
+
+# --- resets and padding masks -------------------------------------------------------------
+
+
+def _flags(b, t, chunk, seed=0):
+    """Row 0: resets at t = 0, on the chunk boundary ``chunk``, twice more in that chunk and at
+    the last step; other rows: random resets. Masks: random holes, row 0 ends in padding."""
+    gen = torch.Generator().manual_seed(seed)
+    reset = torch.rand(b, t, generator=gen) < 0.25
+    reset[0] = False
+    for step in (0, chunk, chunk + 1, chunk + 3, t - 1):
+        if step < t:
+            reset[0, step] = True
+    mask = torch.rand(b, t, generator=gen) < 0.7
+    mask[0, -2:] = False
+    return reset, mask
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("flags", ["reset", "mask", "both"])
+def test_forms_agree_with_resets_and_masks(shape, flags):
+    """Every form equals the naive recurrence with resets and masks: outputs, final states and
+    the gradients of every input, gamma included."""
+    b, h, t, dk, dv = shape
+    inputs = _inputs(*shape)
+    reset, mask = _flags(b, t, 4)
+    kw = {"reset": reset if flags != "mask" else None, "mask": mask if flags != "reset" else None}
+    o_w, s_w = torch.randn(b, h, t, dv, dtype=F64), torch.randn(b, h, dk, dv, dtype=F64)
+    (ref_o, ref_s), ref_g = outputs_and_grads(
+        lambda *a: naive_retention(*a, **kw), inputs, (o_w, s_w)
+    )
+    forms = {"parallel": lambda *a: parallel_retention(*a, **kw)}
+    for c in (1, 4, 5, 16):
+        forms[f"chunk{c}"] = lambda *a, c=c: chunk_retention(*a, chunk_size=c, **kw)
+    for name, fn in forms.items():
+        (o, s), grads = outputs_and_grads(fn, inputs, (o_w, s_w))
+        assert_close(o, ref_o, msg=f"{name}: output")
+        assert_close(s, ref_s, msg=f"{name}: final state")
+        for arg, g, g_ref in zip(("q", "k", "v", "gamma", "initial_state"), grads, ref_g):
+            assert_close(g, g_ref, msg=f"{name}: grad of {arg}")
+
+
+def test_naive_retention_with_flags_is_simple_gla():
+    """Two independent recurrences: retention = GLA with the gate log(gamma) on every key dim."""
+    q, k, v, gamma, s0 = _inputs(2, 3, 15, 4, 5)
+    reset, mask = _flags(2, 15, 4)
+    o, s = naive_retention(q, k, v, gamma, s0, reset=reset, mask=mask)
+    g = torch.log(gamma).view(1, 3, 1, 1).expand_as(q)
+    o_gla, s_gla = naive_gla(q, k, v, g, s0, reset=reset, mask=mask)
+    assert_close(o, o_gla)
+    assert_close(s, s_gla)
+
+
+def test_naive_reset_equals_pieces_from_zero():
+    q, k, v, gamma, s0 = _inputs(2, 2, 17, 3, 4)
+    reset, _ = _flags(2, 17, 4)
+    o, s = naive_retention(q, k, v, gamma, s0, reset=reset)
+    for row in range(2):
+        cuts = [0, *[int(i) for i in torch.nonzero(reset[row]).flatten() if i > 0], 17]
+        state = None if reset[row, 0] else s0[row : row + 1]
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            o_piece, state = naive_retention(
+                *(x[row : row + 1, :, lo:hi] for x in (q, k, v)), gamma, state
+            )
+            assert_close(o[row : row + 1, :, lo:hi], o_piece)
+            last, state = state, None
+        assert_close(s[row : row + 1], last)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("backend", ["naive", "chunk"])
+def test_mask_equals_the_real_tokens_alone(causal, backend):
+    """Padding (trailing and holes) changes no real output, nor the final state, and padded
+    inputs get exactly zero gradient through the real outputs."""
+    q, k, v, gamma, s0 = _inputs(2, 2, 15, 3, 4, with_state=causal)
+    _, mask = _flags(2, 15, 4, seed=1)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    o, s = retention(*leaves, gamma, s0, mask=mask, causal=causal, backend=backend, chunk_size=4)
+    for row in range(2):
+        real = (x[row : row + 1, :, mask[row]] for x in (q, k, v))
+        state = None if s0 is None else s0[row : row + 1]
+        o_real, s_real = retention(*real, gamma, state, causal=causal, backend="naive")
+        assert_close(o[row : row + 1, :, mask[row]], o_real)
+        if causal:
+            assert_close(s[row : row + 1], s_real)
+    (o * mask[:, None, :, None]).sum().backward()
+    for name, x in zip("qkv", leaves):
+        assert x.grad.transpose(1, 2)[~mask].abs().max() == 0, name
+
+
+def test_bidirectional_with_mask_matches_definition():
+    """o_n = sum_{m real} gamma^|c_n - c_m| (q_n . k_m) v_m, c counting real tokens, by loops
+    (at real n; outputs at padded positions are unspecified and differ between the forms)."""
+    q, k, v, gamma, _ = _inputs(2, 2, 9, 3, 2, with_state=False)
+    _, mask = _flags(2, 9, 4, seed=2)
+    count = mask.long().cumsum(1)
+    expected = torch.zeros(2, 2, 9, 2, dtype=F64)
+    for b in range(2):
+        for h in range(2):
+            for n in range(9):
+                for m in range(9):
+                    if mask[b, n] and mask[b, m]:
+                        weight = gamma[h] ** abs(int(count[b, n] - count[b, m]))
+                        expected[b, h, n] += weight * (q[b, h, n] @ k[b, h, m]) * v[b, h, m]
+    real = mask.view(2, 1, 9).expand(2, 2, 9)
+    w = torch.randn(2, 2, 9, 2, dtype=F64) * real.unsqueeze(-1)
+    grads = []
+    for fn in (
+        lambda *a: naive_bidirectional_retention(*a, mask=mask),
+        lambda *a: parallel_retention(*a, causal=False, mask=mask)[0],
+        lambda *a: chunk_bidirectional_retention(*a, chunk_size=4, mask=mask),
+    ):
+        leaves = [x.clone().requires_grad_() for x in (q, k, v, gamma)]
+        o = fn(*leaves)
+        assert_close(o[real], expected[real])
+        (o * w).sum().backward()
+        grads.append([x.grad for x in leaves])
+    for other in grads[1:]:
+        for g, g_ref in zip(other, grads[0]):
+            assert_close(g, g_ref)
+
+
+def test_flag_errors_are_clear():
+    q, k, v, gamma, _ = _inputs(2, 3, 5, 4, 6)
+    reset = torch.zeros(2, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"causal=False .* takes no reset"):
+        retention(q, k, v, gamma, reset=reset, causal=False)
+    with pytest.raises(TypeError, match=r"reset must be a torch.bool tensor"):
+        retention(q, k, v, gamma, reset=reset.long())
+    with pytest.raises(ValueError, match=r"mask must have shape \[B, T\]"):
+        retention(q, k, v, gamma, mask=reset[:1])
