@@ -12,6 +12,10 @@ Shen, Panda and Kim, 2024, arXiv 2312.06635), the GLA Transformer layer::
 The per-head LayerNorm is a GroupNorm with one group per head (the authors' later library uses
 an RMSNorm there). Queries are scaled by ``d_k^-0.5`` per head, as in the authors' code; the
 paper's equations leave the scale implicit. No short convolution (the paper's layer has none).
+
+``reset`` and ``mask`` go to the op (:func:`mixerzoo.core.ops.gla.gla`), whose semantics are the
+mixer contract's: a reset drops the state, a padded step is the identity on it (log gate 0, key
+dropped). Everything else in the layer acts token by token.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.layers import head_norm, merge_heads, split_heads
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.ops.gla import gla
 from mixerzoo.core.registry import register_mixer
@@ -43,7 +48,8 @@ class GatedLinearAttention(Mixer):
         backend: op backend (``None``, ``"naive"``, ``"chunk"``).
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], S [B, H, d_k, d_v])``.
+        ``forward(x [B, T, D], state=None, *, reset=None, mask=None) -> (y [B, T, D],
+        S [B, H, d_k, d_v])``.
     """
 
     def __init__(
@@ -85,22 +91,34 @@ class GatedLinearAttention(Mixer):
         self.head_norm = nn.GroupNorm(n_heads, value_width, eps=norm_eps)
         self.out_proj = nn.Linear(value_width, d_model, bias=False)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, x.shape[-1] // self.n_heads).transpose(1, 2)
-
     def forward(
-        self, x: torch.Tensor, state: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
-        b, t, _ = x.shape
-        q = self._heads(self.q_proj(x)) * self.d_key**-0.5
-        k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
+        h = self.n_heads
+        q = split_heads(self.q_proj(x), h) * self.d_key**-0.5
+        k, v = split_heads(self.k_proj(x), h), split_heads(self.v_proj(x), h)
         # log(sigmoid(z)^(1/tau)) = logsigmoid(z) / tau, computed stably in log space.
-        g = self._heads(F.logsigmoid(self.gate_proj(x)) / self.gate_logit_normalizer)
-        o, s_new = gla(q, k, v, g, state, backend=self.backend, chunk_size=self.chunk_size)
-        width = self.n_heads * self.d_value
-        o = self.head_norm(o.transpose(1, 2).reshape(b * t, width)).view(b, t, width)
+        g = split_heads(F.logsigmoid(self.gate_proj(x)) / self.gate_logit_normalizer, h)
+        o, s_new = gla(
+            q,
+            k,
+            v,
+            g,
+            state,
+            reset=reset,
+            mask=mask,
+            backend=self.backend,
+            chunk_size=self.chunk_size,
+        )
+        norm = self.head_norm
+        o = head_norm(merge_heads(o), h, norm.weight, norm.bias, norm.eps)
         return self.out_proj(F.silu(self.r_proj(x)) * o), s_new
 
     def init_state(

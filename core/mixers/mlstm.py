@@ -20,6 +20,11 @@ a weight and no bias, as theirs.
 
 The state is ``{"C": [B, H, d_h, d_h], "n": [B, H, d_h], "m": [B, H], "conv": [B, K-1, 2D]}``: the
 stabilised memory, normaliser and stabiliser of the cell and the last ``K-1`` conv inputs.
+
+Resets and padding: the causal convolution (:class:`mixerzoo.core.layers.CausalDepthwiseConv1d`)
+never reaches across a reset and skips padded steps; the cell (:func:`mixerzoo.core.ops.mlstm.mlstm`)
+drops ``(C, n, m)`` at a reset and leaves it exactly as it is at a padded step (forget gate 1,
+input gate 0); everything else acts token by token.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.layers import CausalDepthwiseConv1d, head_norm, merge_heads, split_heads
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.ops.mlstm import mlstm
 from mixerzoo.core.registry import register_mixer
@@ -77,7 +83,8 @@ class MLSTM(Mixer):
         backend: op backend (``None``, ``"naive"``, ``"chunk"``).
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], state)``, state as in the module doc.
+        ``forward(x [B, T, D], state=None, *, reset=None, mask=None) -> (y [B, T, D], state)``,
+        state as in the module doc.
     """
 
     def __init__(
@@ -112,7 +119,7 @@ class MLSTM(Mixer):
         self.backend = backend
 
         self.proj_up = nn.Linear(d_model, 2 * inner, bias=bias)
-        self.conv = nn.Conv1d(inner, inner, conv_kernel, groups=inner)
+        self.conv = CausalDepthwiseConv1d(inner, conv_kernel)
         self.q_proj = BlockDiagonalLinear(inner, qkv_block_size)
         self.k_proj = BlockDiagonalLinear(inner, qkv_block_size)
         self.v_proj = BlockDiagonalLinear(inner, qkv_block_size)
@@ -141,22 +148,16 @@ class MLSTM(Mixer):
         nn.init.ones_(self.norm_weight)
         nn.init.ones_(self.skip)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, x.shape[-1] // self.n_heads).transpose(1, 2)
-
-    def _causal_conv(
-        self, x: torch.Tensor, past: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Depthwise causal conv of ``x [B, T, E]`` after the ``K-1`` inputs ``past [B, K-1, E]``."""
-        full = torch.cat([past.to(x.dtype), x], dim=1)
-        y = F.conv1d(full.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.inner)
-        return y.transpose(1, 2), full[:, full.shape[1] - (self.conv_kernel - 1) :]
-
     def forward(
-        self, x: torch.Tensor, state: MLSTMMixerState | None = None
+        self,
+        x: torch.Tensor,
+        state: MLSTMMixerState | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, MLSTMMixerState]:
         self.check_input(x)
+        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
         b, t, _ = x.shape
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
@@ -169,32 +170,29 @@ class MLSTM(Mixer):
             # An empty piece leaves the state as it is (the conv needs at least one new input).
             return x.new_zeros(b, 0, self.d_model), state
         x_m, z = self.proj_up(x).split(self.inner, dim=-1)
-        conv_out, conv_state = self._causal_conv(x_m, state["conv"])
+        conv_out, conv_state = self.conv(x_m, state["conv"], reset=reset, mask=mask)
         c = F.silu(conv_out)
         q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
         gate_in = torch.cat([q, k, v], dim=-1)
         log_i = self.igate(gate_in).transpose(1, 2)  # [B, H, T]
         log_f = F.logsigmoid(self.fgate(gate_in)).transpose(1, 2)
+        heads = self.n_heads
         h, (c_mem, n_mem, m) = mlstm(
-            self._heads(q),
-            self._heads(k) * self.d_head**-0.5,
-            self._heads(v),
+            split_heads(q, heads),
+            split_heads(k, heads) * self.d_head**-0.5,
+            split_heads(v, heads),
             log_i,
             log_f,
             (state["C"], state["n"], state["m"]),
+            reset=reset,
+            mask=mask,
             eps=self.eps,
             backend=self.backend,
             chunk_size=self.chunk_size,
         )
         # Head-wise LayerNorm (weight only) = GroupNorm with one group per head.
-        h = F.group_norm(
-            h.transpose(1, 2).reshape(b * t, self.inner),
-            self.n_heads,
-            self.norm_weight,
-            None,
-            self.norm_eps,
-        )
-        h = (h.view(b, t, -1) + self.skip * c) * F.silu(z)
+        h = head_norm(merge_heads(h), heads, self.norm_weight, None, self.norm_eps)
+        h = (h + self.skip * c) * F.silu(z)
         return self.proj_down(h), {"C": c_mem, "n": n_mem, "m": m, "conv": conv_state}
 
     def init_state(
@@ -208,9 +206,7 @@ class MLSTM(Mixer):
             "C": torch.zeros(batch_size, h, d, d, device=device, dtype=cell),
             "n": torch.zeros(batch_size, h, d, device=device, dtype=cell),
             "m": torch.zeros(batch_size, h, device=device, dtype=cell),
-            "conv": torch.zeros(
-                batch_size, self.conv_kernel - 1, self.inner, device=device, dtype=dtype
-            ),
+            "conv": self.conv.init_state(batch_size, device=device, dtype=dtype),
         }
 
     def extra_repr(self) -> str:

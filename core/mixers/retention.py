@@ -14,7 +14,15 @@ paper: token ``n`` rotates each pair of query/key channels ``(2j, 2j+1)`` by the
 ``n * theta_j`` with ``theta_j = 10000^(-j / (d_k/2 - 1))`` (torchscale's ``linspace(0, 1)``
 spacing); the length-extrapolating decay part of xPos is the retention decay ``gamma`` itself,
 so the rotation carries no extra scaling. Because only the difference of positions enters
-``q_n . k_m``, a carried state keeps an absolute position offset only to continue the rotation.
+``q_n . k_m``, a carried state keeps an absolute position offset only to continue the rotation:
+``{"S": [B, H, d_k, d_v], "offset": [B] int64}``, one offset per row (zero at init, so
+:func:`mixerzoo.core.state.reset_state` restarts a row exactly as ``init_state`` does).
+
+Resets and padding: positions count each row's real tokens only (a padded step does not advance
+the rotation) and restart from 0 at a reset, so a packed row rotates every episode as if it ran
+alone; the op (:func:`mixerzoo.core.ops.retention.retention`) drops the state at a reset and
+makes a padded step the identity (decay 1, key dropped). The bidirectional variant takes
+``mask`` (``|n - m|`` counts real tokens) and refuses ``reset``.
 
 Deviation: the paper's score normalisations (row-normalising ``D`` and ``Q K^T * D``) are
 omitted: they scale each row of each head by a positive factor, which the per-head GroupNorm
@@ -40,13 +48,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixerzoo.core.layers import (
+    head_norm,
+    merge_heads,
+    rotary_frequencies,
+    rotate_pairs,
+    split_heads,
+)
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.ops.retention import retention, retnet_decays
 from mixerzoo.core.registry import register_mixer
 
 __all__ = ["MultiScaleRetention"]
 
-RetentionState = dict  # {"S": [B, H, dk, dv] tensor, "offset": int}
+RetentionState = dict  # {"S": [B, H, dk, dv] tensor, "offset": [B] int64 tensor}
 
 
 @register_mixer("retention")
@@ -69,8 +84,9 @@ class MultiScaleRetention(Mixer):
         backend: op backend (``None``, ``"naive"``, ``"chunk"``); see ``mixerzoo.core.ops``.
 
     Shapes:
-        ``forward(x [B, T, D], state=None) -> (y [B, T, D], state)`` with state
-        ``{"S": [B, H, d_k, d_v], "offset": int}`` when causal (``None`` otherwise).
+        ``forward(x [B, T, D], state=None, *, reset=None, mask=None) -> (y [B, T, D], state)``
+        with state ``{"S": [B, H, d_k, d_v], "offset": [B] int64}`` when causal (``None``
+        otherwise; ``reset`` only when causal).
     """
 
     def __init__(
@@ -123,60 +139,108 @@ class MultiScaleRetention(Mixer):
         self.group_norm = nn.GroupNorm(n_heads, value_width, eps=norm_eps)
         self.out_proj = nn.Linear(value_width, d_model, bias=bias)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, x.shape[-1] // self.n_heads).transpose(1, 2)
+    def _positions(
+        self,
+        offset: torch.Tensor,
+        b: int,
+        t: int,
+        reset: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotation position ``[B, T]`` of every token and the offset ``[B]`` after the piece.
 
-    def _rotate(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        """Rotate channel pairs ``(2j, 2j+1)`` of ``x [B, H, T, dk]`` by ``(offset + n) theta_j``."""
-        t = x.shape[2]
-        # Angles in float64: positions can be large after a long stream of carried states.
-        theta = 10000.0 ** -torch.linspace(
-            0, 1, self.d_key // 2, dtype=torch.float64, device=x.device
-        )
-        pos = torch.arange(offset, offset + t, dtype=torch.float64, device=x.device)
-        angle = pos[:, None] * theta[None, :]
-        cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-        even, odd = x[..., 0::2], x[..., 1::2]
-        return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
+        A token's position is the number of real tokens before it in its episode, plus the
+        carried ``offset`` in the episode that continues the state.
+        """
+        if reset is None and mask is None:
+            positions = offset.unsqueeze(1) + torch.arange(t, device=device)
+            return positions, offset + t
+        real = torch.ones(b, t, dtype=torch.long, device=device) if mask is None else mask.long()
+        count = real.cumsum(1)
+        before = count - real  # real tokens before each position
+        if reset is None:
+            return offset.unsqueeze(1) + before, offset + count[:, -1]
+        # Real tokens before the latest reset (counts only grow, so a running max finds it).
+        start = torch.where(reset, before, 0).cummax(1).values
+        continued = reset.long().cumsum(1) == 0  # still in the episode of the carried state
+        positions = before - start + torch.where(continued, offset.unsqueeze(1), 0)
+        new_offset = count[:, -1] - start[:, -1] + torch.where(continued[:, -1], offset, 0)
+        return positions, new_offset
+
+    def _check_state(self, state: object, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.causal:
+            raise ValueError(
+                "MultiScaleRetention(causal=False) sees the whole sequence and takes no state; "
+                "pass state=None or build it with causal=True"
+            )
+        if not isinstance(state, dict) or set(state) != {"S", "offset"}:
+            raise TypeError(
+                "MultiScaleRetention: state must be the dict {'S', 'offset'} returned by "
+                "forward/step or init_state"
+            )
+        offset = state["offset"]
+        if (
+            not isinstance(offset, torch.Tensor)
+            or offset.dtype != torch.long
+            or tuple(offset.shape) != (b,)
+        ):
+            got = (
+                f"{offset.dtype} tensor of shape {tuple(offset.shape)}"
+                if isinstance(offset, torch.Tensor)
+                else type(offset).__name__
+            )
+            raise TypeError(
+                f"MultiScaleRetention: state['offset'] must be an int64 tensor [B] = [{b}] (one "
+                f"rotation offset per row, as init_state makes it), got {got}"
+            )
+        return state["S"], offset
 
     def forward(
-        self, x: torch.Tensor, state: RetentionState | None = None
+        self,
+        x: torch.Tensor,
+        state: RetentionState | None = None,
+        *,
+        reset: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RetentionState | None]:
         self.check_input(x)
+        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
         b, t, _ = x.shape
-        offset, s0 = 0, None
-        if state is not None:
-            if not self.causal:
-                raise ValueError(
-                    "MultiScaleRetention(causal=False) sees the whole sequence and takes no state; "
-                    "pass state=None or build it with causal=True"
-                )
-            if not isinstance(state, dict) or set(state) != {"S", "offset"}:
-                raise TypeError(
-                    "MultiScaleRetention: state must be the dict {'S', 'offset'} returned by "
-                    "forward/step or init_state"
-                )
-            s0, offset = state["S"], int(state["offset"])
-        q, k, v = (
-            self._heads(self.q_proj(x)),
-            self._heads(self.k_proj(x)),
-            self._heads(self.v_proj(x)),
-        )
+        if state is None:
+            s0, offset = None, torch.zeros(b, dtype=torch.long, device=x.device)
+        else:
+            s0, offset = self._check_state(state, b)
+        h = self.n_heads
+        q = split_heads(self.q_proj(x), h)
+        k = split_heads(self.k_proj(x), h)
+        v = split_heads(self.v_proj(x), h)
+        positions, new_offset = self._positions(offset, b, t, reset, mask, x.device)
         if self.rotation:
-            q, k = self._rotate(q, offset), self._rotate(k, offset)
+            freqs = rotary_frequencies(self.d_key, spacing="linspace", device=x.device)
+            q = rotate_pairs(q, positions.unsqueeze(1), freqs)
+            k = rotate_pairs(k, positions.unsqueeze(1), freqs)
         k = k * self.d_key**-0.5
         gamma = torch.tensor(
             self.gammas, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device
         )
         o, s_new = retention(
-            q, k, v, gamma, s0, causal=self.causal, backend=self.backend, chunk_size=self.chunk_size
+            q,
+            k,
+            v,
+            gamma,
+            s0,
+            reset=reset,
+            mask=mask,
+            causal=self.causal,
+            backend=self.backend,
+            chunk_size=self.chunk_size,
         )
         # GroupNorm with one group per head normalises each head's d_v channels of each token.
-        width = self.n_heads * self.d_value
-        o = self.group_norm(o.transpose(1, 2).reshape(b * t, width)).view(b, t, width)
+        norm = self.group_norm
+        o = head_norm(merge_heads(o), h, norm.weight, norm.bias, norm.eps)
         y = self.out_proj(F.silu(self.g_proj(x)) * o)
-        return y, ({"S": s_new, "offset": offset + t} if self.causal else None)
+        return y, ({"S": s_new, "offset": new_offset} if self.causal else None)
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -187,7 +251,7 @@ class MultiScaleRetention(Mixer):
         s = torch.zeros(
             batch_size, self.n_heads, self.d_key, self.d_value, device=device, dtype=dtype
         )
-        return {"S": s, "offset": 0}
+        return {"S": s, "offset": torch.zeros(batch_size, dtype=torch.long, device=device)}
 
     def extra_repr(self) -> str:
         return (

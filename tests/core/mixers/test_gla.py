@@ -97,3 +97,39 @@ def test_empty_piece_keeps_the_state():
     _, state = mixer(torch.randn(2, 4, D, dtype=F64))
     y, new_state = mixer(torch.randn(2, 0, D, dtype=F64), state)
     assert y.shape == (2, 0, D) and torch.equal(new_state, state)
+
+
+def _episodes(reset_row: torch.Tensor, mask_row: torch.Tensor) -> list[torch.Tensor]:
+    """Real positions of each episode of a row (cut at its resets, padding dropped)."""
+    t = reset_row.shape[0]
+    cuts = [0, *[int(i) for i in torch.nonzero(reset_row).flatten() if i > 0], t]
+    positions = torch.arange(t)
+    return [positions[lo:hi][mask_row[lo:hi]] for lo, hi in zip(cuts[:-1], cuts[1:])]
+
+
+def _packed_flags(t: int = 14):
+    """Row 0: resets at 3, 4 and 9 (9 is padded), holes at 1, 5, 6, 13; row 1: resets at the first
+    and the last step, a run of padding in the middle."""
+    reset = torch.zeros(2, t, dtype=torch.bool)
+    mask = torch.ones(2, t, dtype=torch.bool)
+    reset[0, [3, 4, 9]] = True
+    reset[1, [0, t - 1]] = True
+    mask[0, [1, 5, 6, 9, 13]] = False
+    mask[1, 7:10] = False
+    return reset, mask
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunk"])
+def test_packed_padded_rows_match_the_paper_layer_per_episode(backend):
+    """With resets and padding, every episode's real outputs are the paper layer's on that
+    episode alone (from the zero state), and the returned state is the last episode's."""
+    mixer = _mixer(backend=backend, chunk_size=4)
+    x = torch.randn(2, 14, D, dtype=F64)
+    reset, mask = _packed_flags()
+    with torch.no_grad():
+        y, state = mixer(x, reset=reset, mask=mask)
+        for row in range(2):
+            for positions in _episodes(reset[row], mask[row]):
+                y_ref, s_ref = _reference(mixer, x[row : row + 1, positions])
+                assert_close(y[row, positions], y_ref[0])
+            assert_close(state[row], s_ref[0])

@@ -143,3 +143,39 @@ def test_empty_piece_keeps_the_state():
     y, new_state = mixer(torch.randn(2, 0, D, dtype=F64), state)
     assert y.shape == (2, 0, D)
     assert all(torch.equal(new_state[key], state[key]) for key in state)
+
+
+def _episodes(reset_row: torch.Tensor, mask_row: torch.Tensor) -> list[torch.Tensor]:
+    """Real positions of each episode of a row (cut at its resets, padding dropped)."""
+    t = reset_row.shape[0]
+    cuts = [0, *[int(i) for i in torch.nonzero(reset_row).flatten() if i > 0], t]
+    positions = torch.arange(t)
+    return [positions[lo:hi][mask_row[lo:hi]] for lo, hi in zip(cuts[:-1], cuts[1:])]
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunk"])
+def test_packed_padded_rows_match_the_paper_per_episode(backend):
+    """Resets (one at a padded step) and padding (holes and a trailing run): every episode's
+    real outputs are the paper recurrence's on that episode alone — the conv does not reach
+    across a reset or see padding, the cell restarts — and the returned state continues the
+    last episode."""
+    mixer = _mixer(backend=backend, chunk_size=4)
+    x = torch.randn(2, 14, D, dtype=F64)
+    reset = torch.zeros(2, 14, dtype=torch.bool)
+    mask = torch.ones(2, 14, dtype=torch.bool)
+    reset[0, [3, 4, 9]] = True
+    reset[1, [0, 13]] = True
+    mask[0, [1, 5, 6, 9, 13]] = False
+    mask[1, 7:10] = False
+    after = torch.randn(1, 5, D, dtype=F64)
+    with torch.no_grad():
+        y, state = mixer(x, reset=reset, mask=mask)
+        for row in range(2):
+            episodes = _episodes(reset[row], mask[row])
+            for positions in episodes:
+                assert_close(y[row, positions], _reference(mixer, x[row : row + 1, positions])[0])
+            last = x[row : row + 1, episodes[-1]]
+            row_state = {key: value[row : row + 1] for key, value in state.items()}
+            y_next, _ = mixer(after, row_state)
+            expected = _reference(mixer, torch.cat([last, after], dim=1))[:, last.shape[1] :]
+            assert_close(y_next, expected)
