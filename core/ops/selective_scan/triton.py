@@ -106,10 +106,17 @@ def _ss_fwd_kernel(
     dn = offs_d[:, None] * N + offs_n[None, :]
     A = tl.load(a_ptr + dn, mask=mdn, other=0.0).to(ACC)
     # The block lies in one group of B and one of C (the wrapper picks BLOCK_D so).
-    b_row = bm_ptr + ((bid * GB + (pid_d * BLOCK_D) // (D // GB)) * N + offs_n) * L  # [BLOCK_N]
-    c_row = cm_ptr + ((bid * GC + (pid_d * BLOCK_D) // (D // GC)) * N + offs_n) * L
-    rows = (bid * D + offs_d) * L  # [BLOCK_D]: start of each channel's time row
-    state_at = (bid * D * N + dn) * NCH  # [BLOCK_D, BLOCK_N]
+    # 64-bit scalar offsets of the batch row, 32-bit offsets within it (the wrapper checks that
+    # D * L and N * L stay below 2^31; the states' offsets are 64-bit).
+    b_row = bm_ptr + (bid * GB + (pid_d * BLOCK_D) // (D // GB)) * N * L + offs_n * L  # [BLOCK_N]
+    c_row = cm_ptr + (bid * GC + (pid_d * BLOCK_D) // (D // GC)) * N * L + offs_n * L
+    u_ptr += bid * D * L
+    delta_ptr += bid * D * L
+    z_ptr += bid * D * L
+    out_ptr += bid * D * L
+    rows = offs_d * L  # [BLOCK_D]: start of each channel's time row
+    states_ptr += bid * D * N * NCH
+    state_at = dn.to(tl.int64) * NCH  # [BLOCK_D, BLOCK_N]
     if HAS_H0:
         h = tl.load(h0_ptr + bid * D * N + dn, mask=mdn, other=0.0).to(ACC)
     else:
@@ -188,11 +195,21 @@ def _ss_bwd_kernel(
     mdn = md[:, None] & mn[None, :]
     dn = offs_d[:, None] * N + offs_n[None, :]
     A = tl.load(a_ptr + dn, mask=mdn, other=0.0).to(ACC)
-    b_row = bm_ptr + ((bid * GB + (pid_d * BLOCK_D) // (D // GB)) * N + offs_n) * L
-    c_row = cm_ptr + ((bid * GC + (pid_d * BLOCK_D) // (D // GC)) * N + offs_n) * L
-    part_row = ((pid_d.to(tl.int64) * n_batch + bid) * N + offs_n) * L  # [BLOCK_N]
-    rows = (bid * D + offs_d) * L
-    state_at = (bid * D * N + dn) * NCH
+    b_row = bm_ptr + (bid * GB + (pid_d * BLOCK_D) // (D // GB)) * N * L + offs_n * L
+    c_row = cm_ptr + (bid * GC + (pid_d * BLOCK_D) // (D // GC)) * N * L + offs_n * L
+    part_row = offs_n * L  # [BLOCK_N], within this block's and row's [N, L] slice
+    gb_part_ptr += (pid_d.to(tl.int64) * n_batch + bid) * N * L
+    gc_part_ptr += (pid_d.to(tl.int64) * n_batch + bid) * N * L
+    u_ptr += bid * D * L
+    delta_ptr += bid * D * L
+    z_ptr += bid * D * L
+    gout_ptr += bid * D * L
+    gu_ptr += bid * D * L
+    gdelta_ptr += bid * D * L
+    gz_ptr += bid * D * L
+    rows = offs_d * L
+    states_ptr += bid * D * N * NCH
+    state_at = dn.to(tl.int64) * NCH
     if HAS_D:
         skip = tl.load(dskip_ptr + offs_d, mask=md, other=0.0).to(ACC)
     if HAS_BIAS:
@@ -298,11 +315,12 @@ def _blocks(channels: int, d_state: int, groups: tuple[int, ...]) -> tuple[int, 
         block_d, block_t, warps = 2, 8, 1
     else:
         # Untuned (no GPU was at hand when this was written; see benchmarks/RESULTS.md): about
-        # 4K tile values per program, [16, 16, 16] at Mamba's N = 16, which compiles for sm_90
-        # without spills (246 registers in the backward with 8 warps).
+        # 4K tile values per program, [16, 16, 16] at Mamba's N = 16, 8 warps; every size
+        # compiles for sm_90 without spills (benchmarks/compile_kernels.py; about 250 registers
+        # per thread in the backward).
         block_t = 16
-        block_d = max(1, min(16, 4096 // (block_n * block_t)))
-        warps = 8 if block_d * block_n * block_t >= 4096 else 4
+        block_d = max(1, min(32, 4096 // (block_n * block_t)))
+        warps = 8 if block_d * block_n * block_t >= 2048 else 4
     block_d = min(block_d, triton.next_power_of_2(channels))
     for g in groups:
         if g > 1:
@@ -491,6 +509,12 @@ def selective_scan_triton(
         float64 ``u``) when ``return_last_state``.
     """
     Bm, Cm = _check(u, delta, A, B, C, D, z, delta_bias, h0, reset, mask)
+    channels, length, d_state = u.shape[1], u.shape[2], A.shape[1]
+    if max(channels, d_state) * length >= 2**31:
+        raise ValueError(
+            f"selective_scan (triton): D * L and N * L must stay below 2^31 per batch row (32-bit "
+            f"offsets within a row), got D = {channels}, N = {d_state}, L = {length}"
+        )
     if blocks is not None:
         block_d, block_n, block_t, _ = blocks
         per_group = [u.shape[1] // g for g in (Bm.shape[1], Cm.shape[1]) if g > 1]
