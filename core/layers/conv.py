@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixerzoo.core.layers.sequence import Compaction, check_mask, check_reset, segment_ids
+from mixerzoo.core.ops.causal_conv1d import causal_conv1d
 from mixerzoo.core.validation import check_tensor
 
 __all__ = ["CausalDepthwiseConv1d", "causal_depthwise_conv1d"]
@@ -68,7 +69,11 @@ def causal_depthwise_conv1d(
         # Positions past each row's real tokens are padding: zero them so nothing odd flows on.
         x = x * compaction.valid.unsqueeze(-1).to(x.dtype)
     history = torch.cat([state.to(x.dtype), x], dim=1)  # [B, ctx + T, C]
-    if reset is None:
+    if x.device.type == "cuda":
+        # On GPUs the op's automatic backend: the fused Triton kernel (core.ops.causal_conv1d).
+        segments = seg if reset is not None else None
+        y = causal_conv1d(x, weight, bias, state, dilation, segments=segments)
+    elif reset is None:
         y = F.conv1d(
             history.transpose(1, 2), weight.unsqueeze(1), bias, groups=c, dilation=dilation
         )
