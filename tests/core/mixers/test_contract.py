@@ -20,18 +20,37 @@ D_MODEL = 32
 T = 11  # odd, not a multiple of any chunk size
 
 
+# Variants whose switch is not called ``causal``: the other direction of each mixer.
+EXTRA_VARIANTS = {
+    "lstm": {"bidirectional": True},
+    "gru": {"bidirectional": True},
+    "fsmn": {"rorder": 2},
+}
+
+
+def _variant_id(name: str, kwargs: dict) -> str:
+    return name + "".join(
+        f"-{k}={v}" if k != "causal" else ("-causal" if v else "-bidirectional")
+        for k, v in kwargs.items()
+    )
+
+
 def _cases() -> list[tuple[str, dict]]:
+    """Every registered mixer with its defaults, and the other direction of each mixer that has
+    one (``causal`` flipped, or the switch in ``EXTRA_VARIANTS``)."""
     cases = []
     for name in list_mixers():
         cases.append((name, {}))
         params = inspect.signature(get_mixer_class(name)).parameters
-        if "causal" in params and params["causal"].default is False:
-            cases.append((name, {"causal": True}))
+        if "causal" in params:
+            cases.append((name, {"causal": not params["causal"].default}))
+        if name in EXTRA_VARIANTS:
+            cases.append((name, EXTRA_VARIANTS[name]))
     return cases
 
 
 CASES = _cases()
-IDS = [name + ("-causal" if kw else "") for name, kw in CASES]
+IDS = [_variant_id(name, kw) for name, kw in CASES]
 
 
 def _build(name: str, kwargs: dict) -> Mixer:
