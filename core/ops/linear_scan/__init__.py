@@ -6,8 +6,9 @@ Reinforcement Learning" (Lu et al., 2023, arXiv 2303.03982): where ``reset_t`` i
 restarts at that step, ``h_t = b_t``, so several episodes packed into one sequence never see each
 other.
 
-Backends: ``"naive"`` (step-by-step loop, the reference) and ``"chunk"`` (chunked parallel scan with
-a reverse-scan backward); see :mod:`mixerzoo.core.ops.backend` for how one is picked.
+Backends: ``"naive"`` (step-by-step loop, the reference), ``"chunk"`` (chunked parallel scan with
+a reverse-scan backward) and ``"triton"`` (fused kernels, :mod:`.triton`; the automatic choice for
+CUDA tensors); see :mod:`mixerzoo.core.ops.backend` for how one is picked.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from mixerzoo.core.validation import check_tensor
 
 __all__ = ["linear_scan", "linear_scan_naive", "linear_scan_chunk"]
 
-_BACKENDS = {"naive": linear_scan_naive, "chunk": linear_scan_chunk}
+
+def _linear_scan_triton(a, b, h0, reset):
+    # Imported on first use: the kernels' module needs Triton (and the interpreter switch, when
+    # set, before it is imported).
+    from mixerzoo.core.ops.linear_scan.triton import linear_scan_triton
+
+    return linear_scan_triton(a, b, h0, reset)
+
+
+_BACKENDS = {"naive": linear_scan_naive, "chunk": linear_scan_chunk, "triton": _linear_scan_triton}
 
 
 def linear_scan(
@@ -42,7 +52,7 @@ def linear_scan(
         b: inputs ``[B, T, *]``, same shape and dtype as ``a``.
         h0: state before the first step ``[B, *]`` (same dtype); zeros when ``None``.
         reset: boolean ``[B, T]``; where true, ``h_t = b_t`` (the previous state is dropped).
-        backend: ``None`` (automatic), ``"naive"`` or ``"chunk"``.
+        backend: ``None`` (automatic), ``"naive"``, ``"chunk"`` or ``"triton"``.
 
     Returns:
         ``(h [B, T, *], h_last [B, *])`` where ``h_last = h[:, -1]``.
