@@ -29,10 +29,10 @@ Deviations from mamba-ssm (documented extensions / omissions):
 
 Backends: ``"naive"`` (step-by-step loop, the reference, sharing no code with the others),
 ``"chunk"`` (segmented chunked scan with a recomputing backward; bounded memory; the automatic
-choice) and ``"mamba_ssm"`` (mamba-ssm's fused CUDA kernel, only when asked for and installed, and
-without ``h0`` / ``reset``; see :mod:`.mamba_ssm`); see :mod:`mixerzoo.core.ops.backend`. A fused
-Triton kernel must keep the reset and mask semantics above exactly (zero decay at a reset, zero
-step size at a padded step).
+choice on the CPU), ``"triton"`` (fused kernels with the same reset and mask semantics, zero decay
+at a reset and zero step size at a padded step, :mod:`.triton`; the automatic choice for CUDA
+tensors) and ``"mamba_ssm"`` (mamba-ssm's fused CUDA kernel, only when asked for and installed,
+and without ``h0`` / ``reset``; see :mod:`.mamba_ssm`); see :mod:`mixerzoo.core.ops.backend`.
 """
 
 from __future__ import annotations
@@ -52,9 +52,19 @@ __all__ = [
     "selective_scan_mamba_ssm",
 ]
 
+
+def _selective_scan_triton(*args, **kwargs):
+    # Imported on first use: the kernels' module needs Triton (and the interpreter switch, when
+    # set, before it is imported).
+    from mixerzoo.core.ops.selective_scan.triton import selective_scan_triton
+
+    return selective_scan_triton(*args, **kwargs)
+
+
 _BACKENDS = {
     "naive": selective_scan_naive,
     "chunk": selective_scan_chunk,
+    "triton": _selective_scan_triton,
     "mamba_ssm": selective_scan_mamba_ssm,
 }
 
@@ -126,8 +136,8 @@ def selective_scan(
         delta_softplus: apply ``softplus`` to ``delta`` (after the bias).
         return_last_state: also return the state after the last step.
         h0: state before the first step ``[B, D, N]`` (mixerzoo extension); zeros when ``None``.
-        backend: ``None`` (automatic), ``"naive"``, ``"chunk"`` or ``"mamba_ssm"`` (only when
-            asked for: CUDA tensors, mamba-ssm installed, no ``h0`` / ``reset``).
+        backend: ``None`` (automatic), ``"naive"``, ``"chunk"``, ``"triton"`` or ``"mamba_ssm"``
+            (only when asked for: CUDA tensors, mamba-ssm installed, no ``h0`` / ``reset``).
         reset: ``[B, L]`` bool, drop the state before the flagged steps (see above).
         mask: ``[B, L]`` bool, true = real step; padded steps are identity steps (see above).
 
@@ -182,7 +192,7 @@ def selective_scan(
             f"{where}: backend 'mamba_ssm' (mamba-ssm's selective_scan_fn) takes no "
             f"{' or '.join(unsupported)}; use backend='chunk' for a carried state or resets"
         )
-    available = ("naive", "chunk") if unsupported else tuple(_BACKENDS)
+    available = ("naive", "chunk", "triton") if unsupported else tuple(_BACKENDS)
     choice = resolve_backend(where, backend, available, u.device)
     if choice == "mamba_ssm":
         return selective_scan_mamba_ssm(u, delta, A, B, C, **kwargs)
