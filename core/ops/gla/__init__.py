@@ -24,8 +24,9 @@ The op is the bare recurrence; the gate parameterisation (low-rank, ``sigmoid^(1
 query scaling, the per-head norm and the output gate live in the mixer
 (``mixerzoo.core.mixers.gla``).
 
-Backends: ``"naive"`` (token-by-token recurrence) and ``"chunk"`` (chunkwise form with
-sub-chunks, every exponent a non-positive difference of cumulative log gates).
+Backends: ``"naive"`` (token-by-token recurrence), ``"chunk"`` (chunkwise form with
+sub-chunks, every exponent a non-positive difference of cumulative log gates) and ``"triton"``
+(fused chunkwise kernels, :mod:`.triton`; the automatic choice for CUDA tensors).
 ``parallel_gla`` is the ``T x T`` parallel form, exported for tests and short sequences.
 """
 
@@ -41,7 +42,7 @@ from mixerzoo.core.validation import check_tensor
 
 __all__ = ["gla", "parallel_gla", "chunk_gla", "naive_gla"]
 
-_AVAILABLE = ("naive", "chunk")
+_AVAILABLE = ("naive", "chunk", "triton")
 
 
 def gla(
@@ -67,8 +68,8 @@ def gla(
         initial_state: ``[B, H, dk, dv]`` state before the first token, or ``None`` (zeros).
         reset: ``[B, T]`` bool, drop the state before the flagged steps (module docstring).
         mask: ``[B, T]`` bool, true = real step; masked steps leave the state unchanged.
-        backend: ``None`` (automatic), ``"naive"`` or ``"chunk"``.
-        chunk_size: tokens per chunk for the ``"chunk"`` backend.
+        backend: ``None`` (automatic), ``"naive"``, ``"chunk"`` or ``"triton"``.
+        chunk_size: tokens per chunk for the ``"chunk"`` backend (the kernels pick their own).
 
     Returns:
         ``o [B, H, T, dv]`` in the dtype of ``q`` and the final state ``[B, H, dk, dv]`` (float32
@@ -92,7 +93,12 @@ def gla(
     if t == 0:
         # An empty piece: the recurrence returns the state unchanged and no output.
         choice = "naive"
-    fn = naive_gla if choice == "naive" else chunk_gla
-    kwargs = {} if choice == "naive" else {"chunk_size": chunk_size}
+    if choice == "triton":
+        from mixerzoo.core.ops.gla.triton import gla_triton
+
+        fn, kwargs = gla_triton, {}
+    else:
+        fn = naive_gla if choice == "naive" else chunk_gla
+        kwargs = {} if choice == "naive" else {"chunk_size": chunk_size}
     o, state = fn(q, k, v, g, initial_state, reset=reset, mask=mask, **kwargs)
     return o.to(q.dtype), state

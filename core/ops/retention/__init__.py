@@ -32,8 +32,9 @@ Retention is simple gated linear attention with the gate ``log(gamma)`` at every
 chunkwise form is :func:`mixerzoo.core.ops.gla.chunk_gla` with one gate per head (a gate tensor
 shared by the batch when there is no mask, so the decay matrices are computed once).
 
-Backends: ``"naive"`` (token-by-token recurrence; two scans when not causal) and ``"chunk"``
-(chunkwise form; forward plus backward chunkwise scans when not causal). ``parallel_retention``
+Backends: ``"naive"`` (token-by-token recurrence; two scans when not causal), ``"chunk"``
+(chunkwise form; forward plus backward chunkwise scans when not causal) and ``"triton"`` (the
+fused GLA kernels with one gate per head, :mod:`.triton`; the automatic choice for CUDA tensors). ``parallel_retention``
 is the ``T x T`` parallel form, exported for tests and short sequences.
 """
 
@@ -61,7 +62,7 @@ __all__ = [
     "retnet_decays",
 ]
 
-_AVAILABLE = ("naive", "chunk")
+_AVAILABLE = ("naive", "chunk", "triton")
 
 
 def retnet_decays(n_heads: int) -> torch.Tensor:
@@ -95,7 +96,7 @@ def retention(
         reset: ``[B, T]`` bool, drop the state before the flagged steps (causal only).
         mask: ``[B, T]`` bool, true = real token; padded steps leave the state unchanged.
         causal: causal decay ``gamma^(n-m) [n >= m]`` (default) or symmetric ``gamma^|n-m|``.
-        backend: ``None`` (automatic), ``"naive"`` or ``"chunk"``.
+        backend: ``None`` (automatic), ``"naive"``, ``"chunk"`` or ``"triton"``.
         chunk_size: tokens per chunk for the ``"chunk"`` backend.
 
     Returns:
@@ -137,6 +138,16 @@ def retention(
     if t == 0:
         # An empty piece: the recurrence returns the state unchanged and no output.
         choice = "naive"
+    if choice == "triton":
+        from mixerzoo.core.ops.retention.triton import (
+            bidirectional_retention_triton,
+            retention_triton,
+        )
+
+        if causal:
+            o, state = retention_triton(q, k, v, gamma, initial_state, reset=reset, mask=mask)
+            return o.to(q.dtype), state
+        return bidirectional_retention_triton(q, k, v, gamma, mask=mask).to(q.dtype), None
     if causal:
         if choice == "naive":
             o, state = naive_retention(q, k, v, gamma, initial_state, reset=reset, mask=mask)
