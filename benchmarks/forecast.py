@@ -5,12 +5,13 @@ Usage::
     python benchmarks/forecast.py --models itransformer s_mamba --csv ../shared/data/timeseries/ETTh1.csv \
         --horizons 96 192 336 720 [--lookback 96] [--max-epochs N] [--out benchmarks/results]
 
-For each model the published setting is the config ``configs/timeseries/<model>_<dataset>.yaml``
-when it exists (``dataset`` = the CSV's stem, lower case), else ``<model>_etth1.yaml`` with the data
-swapped (said in the table's ``config`` column). The horizon overrides ``pred_len`` in both the
-model and the data, and the settings the official scripts change per horizon (``PER_HORIZON``:
-width, learning rate) are applied and listed in the ``config`` column. Each run trains through the same ``mixerzoo`` CLI machinery (early stopping,
-best checkpoint), evaluates on the standard test split (Time-Series-Library protocol, no dropped
+For each model and horizon the published setting is the config
+``configs/timeseries/<model>_<dataset>_<horizon>.yaml`` when it exists (the horizons whose official
+script changes the width or learning rate), else ``<model>_<dataset>.yaml`` with the horizon set
+(``dataset`` = the CSV's stem, lower case), else ``<model>_etth1.yaml`` with the data swapped (said
+in the table's ``config`` column). The horizon is the data's ``pred_len`` (the model's is linked
+to it). Each run trains through the same ``mixerzoo`` CLI machinery (early stopping, best
+checkpoint), evaluates on the standard test split (Time-Series-Library protocol, no dropped
 window) and reports MSE/MAE on scaled values beside the published figure where known, the train
 time and the parameter count. The table is printed and written as CSV and Markdown.
 
@@ -26,11 +27,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytorch_lightning as pl
-import torch
-
-from mixerzoo.core.cli import MixerzooCLI
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,39 +96,25 @@ PUBLISHED: dict[tuple[str, int, str], tuple[float, float]] = {
     for model, figures in by_model.items()
 }
 
-# Settings the official scripts change per horizon (the configs hold the horizon-96 setting),
-# keyed by (model, dataset) -> {horizon: {argument below ``model.init_args``: value}}.
-_MODEL = "model.init_args.model.init_args."
-_LR = "model.init_args.optimizer.init_args.lr"
-PER_HORIZON: dict[tuple[str, str], dict[int, dict[str, float]]] = {
-    # iTransformer_ETTh1.sh: d_model = d_ff = 512 for 336 and 720.
-    ("itransformer", "etth1"): {
-        h: {_MODEL + "d_model": 512, _MODEL + "d_ff": 512} for h in (336, 720)
-    },
-    # S_Mamba_ETTh1.sh: lr 5e-5 for 336 and 720 (7e-5 below).
-    ("s_mamba", "etth1"): {h: {_LR: 5e-5} for h in (336, 720)},
-    # S_Mamba_ETTm1.sh: d_model = d_ff = 128 beyond horizon 96.
-    ("s_mamba", "ettm1"): {
-        h: {_MODEL + "d_model": 128, _MODEL + "d_ff": 128} for h in (192, 336, 720)
-    },
-}
+CONFIGS = REPO / "configs" / "timeseries"
 
 
-def config_for(model: str, dataset: str) -> tuple[Path, bool]:
-    """The model's config for ``dataset`` (True) or its ETTh1 config as a fallback (False)."""
-    own = REPO / "configs" / "timeseries" / f"{model}_{dataset}.yaml"
-    if own.is_file():
-        return own, True
-    base = REPO / "configs" / "timeseries" / f"{model}_etth1.yaml"
+def config_for(model: str, dataset: str, horizon: int) -> tuple[Path, bool]:
+    """The config of ``model`` on ``dataset`` at ``horizon``: its own per-horizon file, else its
+    dataset file (True), else its ETTh1 file as a fallback (False)."""
+    for name in (f"{model}_{dataset}_{horizon}.yaml", f"{model}_{dataset}.yaml"):
+        if (CONFIGS / name).is_file():
+            return CONFIGS / name, True
+    base = CONFIGS / f"{model}_etth1.yaml"
     if not base.is_file():
-        known = sorted(p.stem for p in (REPO / "configs" / "timeseries").glob("*.yaml"))
+        known = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
         raise SystemExit(f"no config for model {model!r}; configs/timeseries holds: {known}")
     return base, False
 
 
 def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) -> dict:
     dataset = csv_path.stem.lower()
-    config, exact = config_for(model, dataset)
+    config, exact = config_for(model, dataset, horizon)
     name = f"bench_{model}_{dataset}_{horizon}"
     overrides = [
         "--config",
@@ -142,8 +124,6 @@ def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) 
         "--data.init_args.root",
         "null",
         "--data.init_args.pred_len",
-        str(horizon),
-        "--model.init_args.model.init_args.pred_len",
         str(horizon),
         "--trainer.logger.init_args.save_dir",
         str(args.out / "runs"),
@@ -159,28 +139,32 @@ def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) 
         overrides += [
             "--data.init_args.seq_len",
             str(args.lookback),
-            "--model.init_args.model.init_args.seq_len",
-            str(args.lookback),
             "--data.init_args.label_len",
             str(label_len),
         ]
-    official = PER_HORIZON.get((model, dataset), {}).get(horizon, {}) if exact else {}
-    for key, value in official.items():
-        overrides += ["--" + key, str(value)]
     if args.features is not None:
         overrides += ["--data.init_args.features", args.features]
     if args.max_epochs is not None:
         overrides += ["--trainer.max_epochs", str(args.max_epochs)]
     if args.limit_train_batches is not None:
         overrides += ["--trainer.limit_train_batches", str(args.limit_train_batches)]
+    if args.limit_eval_batches is not None:
+        for stage in ("val", "test"):
+            overrides += [f"--trainer.limit_{stage}_batches", str(args.limit_eval_batches)]
     if args.max_time is not None:
         overrides += ["--trainer.max_time", args.max_time]
     if args.seed is not None:
         overrides += ["--seed_everything", str(args.seed)]
     for key, value in args.set or []:
         overrides += ["--" + key, value]
+    # Imported here, after the config is found: a run without a config fails at once.
+    import torch
+
+    from mixerzoo.core.cli import MixerzooCLI
+
+    torch.set_float32_matmul_precision(args.matmul_precision)
     cli = MixerzooCLI(args=overrides, run=False)
-    trainer: pl.Trainer = cli.trainer
+    trainer = cli.trainer
     start = time.perf_counter()
     trainer.fit(cli.model, datamodule=cli.datamodule)
     train_s = time.perf_counter() - start
@@ -201,10 +185,10 @@ def run_one(model: str, csv_path: Path, horizon: int, args: argparse.Namespace) 
         "params": sum(p.numel() for p in cli.model.model.parameters()),
         "config": config.name
         + ("" if exact else " (ETTh1 setting)")
-        + "".join(f", {k.rsplit('.', 1)[-1]} {v:g}" for k, v in official.items())
         + (f", features {args.features}" if args.features else "")
         + (f", lookback {args.lookback}" if args.lookback else "")
         + (f", max {args.max_epochs} epochs" if args.max_epochs else "")
+        + (f", eval batches {args.limit_eval_batches:g}" if args.limit_eval_batches else "")
         + (f", max time {args.max_time}" if args.max_time else "")
         + (f", seed {args.seed}" if args.seed is not None else "")
         + "".join(f", {key.rsplit('.', 1)[-1]} {value}" for key, value in args.set or [])
@@ -256,6 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         "--limit-train-batches", type=float, default=None, help="for quick checks only"
     )
     parser.add_argument(
+        "--limit-eval-batches",
+        type=float,
+        default=None,
+        help="validation and test batches (for quick checks only: the figures are partial)",
+    )
+    parser.add_argument(
         "--max-time",
         default=None,
         help="stop training after this long (Lightning's DD:HH:MM:SS), then test the best checkpoint",
@@ -290,7 +280,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_float32_matmul_precision(args.matmul_precision)
     stem = f"forecast_{args.csv.stem.lower()}"
     pairs = [(model, horizon) for model in args.models for horizon in args.horizons]
     failed: list[str] = []

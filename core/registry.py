@@ -10,6 +10,12 @@ Mixers and models register themselves with a decorator when their module is impo
 
 and are built by name: ``create_mixer("attention", d_model=64)``. Unknown names and duplicate
 registrations raise errors that list what is known, so a typo in a config is caught at once.
+
+Models of a domain register when the domain is imported. A lookup imports nothing it does not
+need: a name already registered is returned at once; on a miss, the installed domains not yet
+imported are (``core.plugins``: the ``mixerzoo.domains`` entry points, never a list here), and the
+lookup is tried again. A domain whose extra is missing is skipped, and an unknown name's error says
+which extra would add that domain's models.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mixerzoo.core import plugins
+
 __all__ = [
     "register_mixer",
     "create_mixer",
@@ -29,19 +37,12 @@ __all__ = [
     "create_model",
     "list_models",
     "get_model_class",
+    "unavailable_domains",
     "UnknownNameError",
 ]
 
-# Modules whose import registers things; imported lazily on the first lookup so that
-# ``create_model("itransformer")`` works without the caller importing the domain package.
+# The core module whose import registers every mixer; imported on the first lookup.
 _MIXER_MODULES = ("mixerzoo.core.mixers",)
-_MODEL_MODULES = (
-    "mixerzoo.timeseries",
-    "mixerzoo.vision",
-    "mixerzoo.medical",
-    "mixerzoo.audio",
-    "mixerzoo.rl",
-)
 
 
 class UnknownNameError(KeyError):
@@ -59,23 +60,34 @@ class _Entry:
 
 
 class _Registry:
-    def __init__(self, kind: str, modules: tuple[str, ...]):
+    """Entries of one kind, and how to load the modules that register them.
+
+    Args:
+        kind: ``"mixer"`` or ``"model"`` (for messages).
+        modules: modules imported on the first lookup (the core mixers).
+        domains: also import the plug-in domains on a miss (``core.plugins``).
+    """
+
+    def __init__(self, kind: str, modules: tuple[str, ...] = (), domains: bool = False):
         self.kind = kind
         self._modules = modules
+        self._domains = domains
         self._entries: dict[str, _Entry] = {}
         self._loaded = False
+        # Domains whose import failed for a missing extra: name -> message naming the extra.
+        self._unavailable: dict[str, str] = {}
 
     def _load(self) -> None:
         if self._loaded:
             return
         self._loaded = True
         for module in self._modules:
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as err:
-                # Only tolerate the module itself being absent, never a broken import inside it.
-                if err.name != module:
-                    raise
+            importlib.import_module(module)
+
+    def _load_domains(self, names: list[str] | None = None) -> None:
+        if self._domains and names != []:
+            _, unavailable = plugins.load_domains(names)
+            self._unavailable.update(unavailable)
 
     def register(self, name: str, builder: Callable[..., Any], domain: str | None) -> None:
         if not isinstance(name, str) or not name:
@@ -92,22 +104,39 @@ class _Registry:
     def get(self, name: str) -> Callable[..., Any]:
         self._load()
         key = name.lower() if isinstance(name, str) else name
+        if key not in self._entries and self._domains:
+            # First the domain whose sources register the name, then (a name registered some
+            # other way) every domain.
+            self._load_domains(list(plugins.domain_of_model(str(key))))
+            if key not in self._entries:
+                self._load_domains()
         if key not in self._entries:
             known = sorted(self._entries)
             close = difflib.get_close_matches(str(key), known, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            missing = "".join(
+                f" Domain {domain!r} is not available: {why}"
+                for domain, why in sorted(self._unavailable.items())
+            )
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known)}"
+                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: "
+                f"{', '.join(known)}.{missing}"
             )
         return self._entries[key].builder
 
     def names(self, domain: str | None = None) -> list[str]:
         self._load()
+        if domain is None or domain in plugins.domain_modules():
+            self._load_domains(None if domain is None else [domain])
         return sorted(k for k, e in self._entries.items() if domain is None or e.domain == domain)
+
+    def unavailable(self) -> dict[str, str]:
+        """Domains that could not be imported for a missing extra -> the message naming it."""
+        return dict(self._unavailable)
 
 
 _MIXERS = _Registry("mixer", _MIXER_MODULES)
-_MODELS = _Registry("model", _MODEL_MODULES)
+_MODELS = _Registry("model", domains=True)
 
 
 def register_mixer(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -176,5 +205,15 @@ def get_model_class(name: str) -> Callable[..., Any]:
 
 
 def list_models(domain: str | None = None) -> list[str]:
-    """Sorted names of registered models, optionally only those of one ``domain``."""
+    """Sorted names of registered models, optionally only those of one ``domain``.
+
+    Imports the installed domains (only ``domain`` when given) so that every model is listed;
+    domains whose extra is missing are left out (see :func:`unavailable_domains`).
+    """
     return _MODELS.names(domain)
+
+
+def unavailable_domains() -> dict[str, str]:
+    """Installed domains whose import failed for a missing extra -> the message naming the extra
+    (filled by the lookups that imported domains)."""
+    return _MODELS.unavailable()

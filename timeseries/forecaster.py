@@ -1,10 +1,12 @@
 """A scikit-learn style forecaster over pandas frames: ``fit``, ``predict``, ``score``, ``backtest``.
 
 ``Forecaster`` is a thin driver of the same pieces as the ``mixerzoo`` CLI: the model is built by
-name from the registry (``create_model``), trained by a Lightning ``Trainer`` through
-``ForecastTask`` (MSE on standardised values, Adam, early stopping on the validation loss) on the
-windows of ``ForecastDataModule.from_frame`` (Time-Series-Library's windows and time features;
-the scaler fit on the training rows only). Nothing here re-implements a model or the data.
+name from the registry (``create_model``), trained through ``ForecastTask`` (MSE on standardised
+values, Adam, early stopping on the validation loss) by a Lightning ``Trainer`` built as the CLI
+builds it (``core.cli.instantiate_trainer`` from the forecasting defaults of
+``timeseries.cli.trainer_defaults``), on the windows of ``ForecastDataModule.from_frame``
+(Time-Series-Library's windows and time features; the scaler fit on the training rows only).
+Nothing here re-implements a model, the data or the training loop.
 
 Example::
 
@@ -34,13 +36,14 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from mixerzoo.core.cli import instantiate_trainer
 from mixerzoo.core.registry import create_model, get_model_class
+from mixerzoo.timeseries.cli import trainer_defaults
 from mixerzoo.timeseries.data import (
     DataError,
     ForecastDataModule,
@@ -53,6 +56,8 @@ from mixerzoo.timeseries.task import ForecastTask
 __all__ = ["Forecaster"]
 
 _FORMAT = "mixerzoo.timeseries.Forecaster"
+# Version 2: the scaler as StandardScaler.state_dict (the data module's checkpoint format).
+_VERSION = 2
 # Arguments the Forecaster sets from its own parameters, never through model kwargs.
 _OWN_MODEL_ARGS = {"seq_len": "lookback", "pred_len": "horizon", "label_len": "label_len"}
 # Constructor arguments some forecasters take for the number of variables (Time-Series-Library
@@ -358,41 +363,36 @@ class Forecaster(BaseEstimator):
         )
         has_val = "val" in dm.splits
         with tempfile.TemporaryDirectory() as tmp, _quiet_lightning(not self.progress_bar):
-            callbacks = []
-            if has_val:
-                best = ModelCheckpoint(
-                    dirpath=tmp,
-                    filename="best",
-                    monitor="val_loss",
-                    mode="min",
-                    save_weights_only=True,
-                )
-                callbacks = [
-                    EarlyStopping(monitor="val_loss", mode="min", patience=self.patience),
-                    best,
-                ]
-            trainer = pl.Trainer(
-                accelerator=self.accelerator,
-                devices=1,
+            settings = trainer_defaults(
+                patience=self.patience,
                 max_epochs=self.max_epochs,
-                logger=False,
-                callbacks=callbacks,
-                enable_checkpointing=has_val,
-                enable_progress_bar=self.progress_bar,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                limit_val_batches=1.0 if has_val else 0,
-                default_root_dir=tmp,
+                validation=has_val,
+                checkpoint={"dirpath": tmp, "save_last": False, "save_weights_only": True},
+                writer=False,
+            )
+            trainer = instantiate_trainer(
+                {
+                    **settings,
+                    "accelerator": self.accelerator,
+                    "logger": False,
+                    "enable_checkpointing": has_val,
+                    "enable_progress_bar": self.progress_bar,
+                    "enable_model_summary": False,
+                    "num_sanity_val_steps": 0,
+                    "limit_val_batches": 1.0 if has_val else 0,
+                    "default_root_dir": tmp,
+                }
             )
             trainer.fit(task, datamodule=dm)
             self.best_val_loss_ = None
-            if has_val and best.best_model_path:
-                state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+            best = trainer.checkpoint_callback if has_val else None
+            if best is not None and best.best_model_path:
+                state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
                 task.load_state_dict(state["state_dict"])
                 self.best_val_loss_ = float(best.best_model_score)
         self.model_ = task.model.cpu().eval()
         self.n_epochs_ = int(trainer.current_epoch)
-        self.scaler_ = StandardScaler(dm.scaler.mean.copy(), dm.scaler.std.copy())
+        self.scaler_ = StandardScaler.from_state_dict(dm.scaler.state_dict())
         info = dm.frame_info
         self.columns_ = list(info.columns)
         self.freq_ = info.freq
@@ -414,14 +414,16 @@ class Forecaster(BaseEstimator):
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with _quiet_lightning(True), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
-            trainer = pl.Trainer(
-                accelerator=self.accelerator,
-                devices=1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                default_root_dir=tempfile.gettempdir(),
+            trainer = instantiate_trainer(
+                {
+                    **trainer_defaults(validation=False, writer=False),
+                    "accelerator": self.accelerator,
+                    "logger": False,
+                    "enable_checkpointing": False,
+                    "enable_progress_bar": False,
+                    "enable_model_summary": False,
+                    "default_root_dir": tempfile.gettempdir(),
+                }
             )
             outputs = trainer.predict(task, dataloaders=loader)
         # Lightning moved the model to its device; keep the fitted model on the CPU.
@@ -590,11 +592,10 @@ class Forecaster(BaseEstimator):
         dates = self.last_dates_
         state = {
             "format": _FORMAT,
-            "version": 1,
+            "version": _VERSION,
             "params": params,
             "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
-            "scaler_mean": torch.tensor(np.array(self.scaler_.mean, dtype=np.float64)),
-            "scaler_std": torch.tensor(np.array(self.scaler_.std, dtype=np.float64)),
+            "scaler": self.scaler_.state_dict(),
             "columns": list(self.columns_),
             "freq": self.freq_,
             "layout": self.layout_,
@@ -614,6 +615,11 @@ class Forecaster(BaseEstimator):
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a file written by Forecaster.save")
+        if state.get("version") != _VERSION:
+            raise ValueError(
+                f"{path} was written by another version of Forecaster.save (format version "
+                f"{state.get('version')}, this one reads {_VERSION}); fit and save it again"
+            )
         self = cls(**state["params"])
         columns = state["columns"]
         net: nn.Module = create_model(
@@ -621,7 +627,7 @@ class Forecaster(BaseEstimator):
         )
         net.load_state_dict(state["state_dict"])
         self.model_ = net.eval()
-        self.scaler_ = StandardScaler(state["scaler_mean"].numpy(), state["scaler_std"].numpy())
+        self.scaler_ = StandardScaler.from_state_dict(state["scaler"])
         self.columns_ = columns
         self.freq_ = state["freq"]
         self.layout_ = state["layout"]

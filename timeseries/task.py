@@ -3,8 +3,9 @@
 ``ForecastTask`` owns the loss (MSE on scaled values, or the model's own training objective when it
 defines one, see ``ForecastTask``), the metrics (MSE and MAE averaged over all windows, steps and
 variables of a split, exactly as Time-Series-Library computes them over its concatenated
-predictions; also in original units), the optimiser and scheduler (from the config) and
-``predict``. Models stay plain ``nn.Module``s.
+predictions; also in original units) and ``predict``; the optimiser and scheduler (from the
+config), the random states in checkpoints, the epoch hook and the parameter counts come from
+``core.task.BaseTask``. Models stay plain ``nn.Module``s.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from mixerzoo.core.rng import capture_rng_state, restore_rng_state
+from mixerzoo.core.plugins import require
+from mixerzoo.core.task import BaseTask, PredictionWriter
 
 __all__ = ["ForecastTask", "ForecastWriter"]
 
@@ -31,15 +32,16 @@ def _metrics(prefix: str) -> MetricCollection:
     return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}, prefix=prefix)
 
 
-class ForecastTask(pl.LightningModule):
+class ForecastTask(BaseTask):
     """Train, evaluate and predict with any forecasting model of the common batch interface.
 
     Args:
         model: a forecaster ``forward(x, x_mark, x_dec, x_mark_dec) -> [B, H, C]``.
         optimizer: optimiser factory (default Adam, lr 1e-3; configs set the paper's values).
-        lr_scheduler: optional scheduler factory, stepped once per epoch.
+        lr_scheduler: optional scheduler factory, stepped once per epoch (``lr_scheduler_interval``).
         score_target_only: score only the last (target) column; ``None`` follows the data module
             (True for features ``S``/``MS``).
+        lr_scheduler_interval: ``"epoch"`` (the recipes') or ``"step"``.
 
     Training objective: MSE of the forecast on the horizon (scaled values), unless the model
     defines its own objective, the hook
@@ -52,13 +54,18 @@ class ForecastTask(pl.LightningModule):
     The hook sees every variable, so when only the target is scored (``score_target_only`` with
     more than one variable, features ``MS``) the task keeps MSE on the target and warns.
     A model that defines ``set_epoch(epoch)`` is told the current epoch at the start of each
-    training epoch (e.g. SpaceTime's ``lag_loss_epochs``); a resumed run passes the restored epoch.
-    Validation and test always score the horizon forecast with MSE/MAE (the benchmark protocol),
-    whatever the training objective.
+    training epoch (e.g. SpaceTime's ``lag_loss_epochs``; ``BaseTask``); a resumed run passes the
+    restored epoch. Validation and test always score the horizon forecast with MSE/MAE (the
+    benchmark protocol), whatever the training objective.
 
-    Checkpoints also hold the random generators' states (``core.rng``), so that a fit resumed
+    Checkpoints also hold the random generators' states (``BaseTask``), so that a fit resumed
     with ``ckpt_path`` (``mixerzoo fit --ckpt_path last.ckpt``) draws the same data order and
-    dropout masks as the uninterrupted run and ends with the same weights.
+    dropout masks as the uninterrupted run and ends with the same weights; they load with
+    ``weights_only=True``.
+
+    The model's ``seq_len``/``pred_len`` must be those of the data module: the ``mixerzoo``
+    command links them (the data's values are the model's), in Python a mismatch is an error at
+    ``setup``.
 
     Logged metrics: ``train_loss`` (the training objective); ``val_loss`` (= ``val_mse``),
     ``val_mae``; ``test_mse``, ``test_mae`` on scaled values and ``test_mse_orig``,
@@ -71,15 +78,9 @@ class ForecastTask(pl.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         score_target_only: bool | None = None,
+        lr_scheduler_interval: str = "epoch",
     ):
-        super().__init__()
-        # Plain values only, so that checkpoints load with torch.load(weights_only=True) (resuming
-        # with trainer.fit(ckpt_path=...)); the model and the optimiser/scheduler factories are
-        # rebuilt from the config or the caller's code, not from the checkpoint.
-        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
-        self.model = model
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = lr_scheduler
+        super().__init__(model, optimizer, lr_scheduler, lr_scheduler_interval)
         self.score_target_only = score_target_only
         self.val_metrics = _metrics("val_")
         self.test_metrics = _metrics("test_")
@@ -159,19 +160,6 @@ class ForecastTask(pl.LightningModule):
             return None
         return objective
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_state"] = capture_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A resumed fit continues with the generators where the interrupted run left them.
-        if "rng_state" in checkpoint:
-            restore_rng_state(checkpoint["rng_state"])
-
-    def on_train_epoch_start(self) -> None:
-        set_epoch = getattr(self.model, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(self.current_epoch)
-
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         objective = self._model_objective(batch)
         if objective is None:
@@ -224,51 +212,37 @@ class ForecastTask(pl.LightningModule):
             out.update({f"{k}_orig": dm.inverse_transform(v) for k, v in list(out.items())})
         return out
 
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
 
-
-class ForecastWriter(BasePredictionWriter):
+class ForecastWriter(PredictionWriter):
     """Writes ``predict`` results: ``predictions.npz`` (all arrays, scaled and original units) and
     ``forecast.png`` (lookback, truth and forecast of a few windows and variables).
 
     Args:
-        output_dir: folder for the files (default: the trainer's log dir).
+        output_dir: folder for the files (default: the run's log folder, see
+            ``core.task.PredictionWriter``).
         n_plots: windows to plot.
     """
 
     def __init__(self, output_dir: str | None = None, n_plots: int = 3):
-        super().__init__(write_interval="epoch")
-        self.output_dir, self.n_plots = output_dir, n_plots
+        super().__init__(output_dir)
+        self.n_plots = n_plots
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        if not predictions:
-            return
-        out_dir = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        arrays = {
-            key: torch.cat([p[key] for p in predictions]).float().cpu().numpy()
-            for key in predictions[0]
-        }
-        np.savez_compressed(out_dir / "predictions.npz", **arrays)
+    def write(
+        self,
+        arrays: dict[str, np.ndarray],
+        out_dir: Path,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+    ) -> list[Path]:
+        written = super().write(arrays, out_dir, trainer, pl_module)
         plot_forecasts(arrays, out_dir / "forecast.png", self.n_plots)
-        print(
-            f"predictions written to {out_dir / 'predictions.npz'} and {out_dir / 'forecast.png'}"
-        )
+        return [*written, out_dir / "forecast.png"]
 
 
 def plot_forecasts(arrays: dict[str, np.ndarray], path: Path, n_plots: int = 3) -> None:
     """Plot lookback + truth vs forecast for ``n_plots`` windows spread over the split (last
     variable, the target), in original units when available."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="timeseries")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -19,25 +19,53 @@ def _load_benchmark():
     return module
 
 
-def test_per_horizon_settings_name_real_arguments_and_configs():
+def _leaves(value, prefix=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), value
+
+
+def test_per_horizon_configs_differ_from_their_base_only_by_the_horizon_and_its_setting():
+    """``<model>_<dataset>_<horizon>.yaml`` is ``<model>_<dataset>.yaml`` with that horizon and
+    the official script's setting for it (width or learning rate), nothing else."""
     bench = _load_benchmark()
-    for (model, dataset), by_horizon in bench.PER_HORIZON.items():
-        config, exact = bench.config_for(model, dataset)
-        assert exact, f"{model} on {dataset} has per-horizon settings but no config of its own"
-        text = config.read_text()
-        for settings in by_horizon.values():
-            for key in settings:
-                # every overridden argument is spelled out in the config it modifies
-                assert f"{key.rsplit('.', 1)[-1]}:" in text, (config.name, key)
+    variants = sorted(bench.CONFIGS.glob("*_*_[0-9]*.yaml"))
+    assert len(variants) == 7
+    official = {"model.init_args.model.init_args.d_model", "model.init_args.model.init_args.d_ff"}
+    official.add("model.init_args.optimizer.init_args.lr")
+    for path in variants:
+        stem, horizon = path.stem.rsplit("_", 1)
+        model, dataset = stem.rsplit("_", 1)
+        assert bench.config_for(model, dataset, int(horizon)) == (path, True)
+        base = dict(_leaves(yaml.safe_load((bench.CONFIGS / f"{stem}.yaml").read_text())))
+        own = dict(_leaves(yaml.safe_load(path.read_text())))
+        assert own["data.init_args.pred_len"] == int(horizon) != base["data.init_args.pred_len"]
+        changed = {k for k in base.keys() | own.keys() if base.get(k) != own.get(k)}
+        assert changed - {"data.init_args.pred_len"} <= official, (path.name, changed)
+        assert changed - {"data.init_args.pred_len"}, f"{path.name} only changes the horizon"
+
+
+def test_the_benchmark_picks_the_per_horizon_config():
+    bench = _load_benchmark()
+    assert bench.config_for("itransformer", "etth1", 336)[0].name == "itransformer_etth1_336.yaml"
+    assert bench.config_for("itransformer", "etth1", 192)[0].name == "itransformer_etth1.yaml"
+    assert bench.config_for("informer", "ettm1", 96) == (
+        bench.CONFIGS / "informer_etth1.yaml",
+        False,
+    )
 
 
 def _run_itransformer_etth1(shared_data, out: Path, horizon: int, *extra: str) -> dict:
-    """One quick benchmark run (one epoch of two batches); its CSV row."""
+    """One quick benchmark run (one epoch of two batches, two validation and test batches); its
+    CSV row."""
     csv_path = shared_data / "timeseries" / "ETTh1.csv"
     _load_benchmark().main(
         [
             "--models", "itransformer", "--csv", str(csv_path), "--horizons", str(horizon),
-            "--max-epochs", "1", "--limit-train-batches", "2", "--out", str(out), *extra,
+            "--max-epochs", "1", "--limit-train-batches", "2", "--limit-eval-batches", "2",
+            "--out", str(out), *extra,
         ]
     )  # fmt: skip
     with open(out / "forecast_etth1.csv") as f:
@@ -56,7 +84,7 @@ def _itransformer_params(d: int, lookback: int, horizon: int, layers: int = 2) -
 def test_benchmark_applies_the_official_horizon_setting(shared_data, tmp_path):
     """iTransformer ETTh1-336 runs with d_model = d_ff = 512 (official script), not the config's 256."""
     row = _run_itransformer_etth1(shared_data, tmp_path, 336)
-    assert row["config"] == "itransformer_etth1.yaml, d_model 512, d_ff 512, max 1 epochs"
+    assert row["config"] == "itransformer_etth1_336.yaml, max 1 epochs, eval batches 2"
     assert int(row["params"]) == _itransformer_params(512, 96, 336)
     assert row["published_mse"] == "0.487"
     assert 0 < float(row["mse"]) < 3
@@ -73,7 +101,8 @@ def test_benchmark_set_seed_and_time_limit_reach_the_run(shared_data, tmp_path):
         "--seed", "7", "--max-time", "00:00:10:00",
     )  # fmt: skip
     assert row["config"] == (
-        "itransformer_etth1.yaml, max 1 epochs, max time 00:00:10:00, seed 7, d_model 64, d_ff 64"
+        "itransformer_etth1.yaml, max 1 epochs, eval batches 2, max time 00:00:10:00, seed 7, "
+        "d_model 64, d_ff 64"
     )
     assert int(row["params"]) == _itransformer_params(64, 96, 96)
     run_dir = tmp_path / "runs" / "bench_itransformer_etth1_96" / "version_0"

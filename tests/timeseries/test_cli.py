@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 
-from mixerzoo.core.cli import main
+from mixerzoo.core.cli import MixerzooCLI, main
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "timeseries" / "itransformer_etth1.yaml"
@@ -25,10 +26,6 @@ def _small_args(csv: Path, run_dir: Path, *extra: str) -> list[str]:
         "--data.init_args.seq_len",
         "48",
         "--data.init_args.pred_len",
-        "12",
-        "--model.init_args.model.init_args.seq_len",
-        "48",
-        "--model.init_args.model.init_args.pred_len",
         "12",
         "--model.init_args.model.init_args.d_model",
         "32",
@@ -69,11 +66,28 @@ def test_fit_trains_then_tests_and_predict_writes_files(small_csv, tmp_path, cap
     )
 
 
-def test_mismatched_horizon_between_model_and_data_is_a_clear_error(small_csv, tmp_path):
-    args = _small_args(small_csv, tmp_path, "--trainer.fast_dev_run", "1")
-    args += ["--data.init_args.pred_len", "24"]
+def test_the_models_windows_follow_the_data(small_csv, tmp_path, capsys):
+    """The data's seq_len/pred_len are linked to the model's: one flag changes both."""
+    args = _small_args(small_csv, tmp_path, "--data.init_args.pred_len", "6")
+    cli = MixerzooCLI(args=args, run=False)
+    assert (cli.model.model.seq_len, cli.model.model.pred_len) == (48, 6)
+    assert cli.model.model.projector.out_features == 6
+
+
+def test_setting_a_linked_model_window_is_a_clear_error(small_csv, tmp_path):
+    args = _small_args(small_csv, tmp_path, "--model.init_args.model.init_args.pred_len", "24")
+    with pytest.raises(ValueError, match=r"linked to data\.init_args\.pred_len"):
+        MixerzooCLI(args=args, run=False)
+
+
+def test_a_model_and_data_with_other_windows_are_a_clear_error_in_python(small_csv):
+    from mixerzoo.timeseries import ForecastDataModule, ForecastTask, ITransformer
+
+    dm = ForecastDataModule(str(small_csv), seq_len=48, label_len=24, pred_len=24)
+    task = ForecastTask(ITransformer(seq_len=48, pred_len=12, d_model=8, d_ff=8, n_heads=2))
+    trainer = pl.Trainer(fast_dev_run=1, logger=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="model pred_len=12 but data pred_len=24"):
-        main(["fit", *args])
+        trainer.fit(task, datamodule=dm)
 
 
 def test_unknown_model_class_lists_registered_models(small_csv, tmp_path):

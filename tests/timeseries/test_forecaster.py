@@ -257,10 +257,6 @@ def test_fill_lets_gappy_frames_train(full):
 
 def test_predictions_of_a_sampling_model_are_reproducible(full, tmp_path):
     """Informer's ProbSparse attention samples keys at inference too: predict seeds it locally."""
-    from mixerzoo.core.registry import list_models
-
-    if "informer" not in list_models("timeseries"):
-        pytest.skip("no informer model registered")
     small = {"d_model": 16, "d_ff": 16, "n_heads": 2, "e_layers": 1, "d_layers": 1}
     f = _forecaster(model="informer", model_kwargs=small, max_epochs=1).fit(full.iloc[:120])
     torch.manual_seed(123)

@@ -6,6 +6,9 @@ encoder layer's attention replaced by two Mamba blocks, one over the variate tok
 them reversed, summed (``bimamba`` mixer). As in the official ``Mamba_EncDec.EncoderLayer``, the
 mixer output is added to the residual without dropout, followed by LayerNorm, the 1x1-conv FFN
 with dropout, and LayerNorm; the Mamba blocks use ``d_conv=2, expand=1``.
+
+Like every domain model, it takes another mixer by name (``mixer="retention"``, ...): the layer
+around it stays S-Mamba's (no dropout on the mixer branch).
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ class SMamba(ITransformer):
         activation: feed-forward activation.
         use_norm: per-window normalisation of each variate.
         use_marks: time-feature channels as extra tokens (official behaviour).
-        mixer_kwargs: further ``bimamba`` arguments (e.g. ``backend``).
+        mixer: registered mixer over the variate tokens (default the paper's ``bimamba``; a
+            bidirectional one, as for iTransformer). ``d_state``, ``d_conv`` and ``expand`` are
+            passed to ``bimamba`` and ``mamba`` only.
+        mixer_kwargs: further mixer arguments (e.g. ``backend``).
 
     Shapes:
         ``forward(x [B, L, C], x_mark [B, L, F] | None, ...) -> [B, H, C]``.
@@ -55,9 +61,12 @@ class SMamba(ITransformer):
         activation: str = "gelu",
         use_norm: bool = True,
         use_marks: bool = True,
+        mixer: str = "bimamba",
         mixer_kwargs: dict[str, Any] | None = None,
     ):
-        kwargs = {"d_state": d_state, "d_conv": d_conv, "expand": expand, **(mixer_kwargs or {})}
+        kwargs = dict(mixer_kwargs or {})
+        if mixer.lower() in ("bimamba", "mamba"):
+            kwargs = {"d_state": d_state, "d_conv": d_conv, "expand": expand, **kwargs}
         super().__init__(
             seq_len=seq_len,
             pred_len=pred_len,
@@ -68,7 +77,7 @@ class SMamba(ITransformer):
             activation=activation,
             use_norm=use_norm,
             use_marks=use_marks,
-            mixer="bimamba",
+            mixer=mixer,
             mixer_kwargs=kwargs,
             mixer_dropout=0.0,
         )
