@@ -48,7 +48,7 @@ from torch import nn
 
 from mixerzoo.core.blocks import MLP, Block
 from mixerzoo.core.dropout import Dropout
-from mixerzoo.core.mixers.attention import Attention, dot_product_attention
+from mixerzoo.core.mixers.attention import Attention
 from mixerzoo.core.mixers.base import Mixer
 from mixerzoo.core.mixers.probsparse_attention import ProbSparseAttention
 from mixerzoo.core.registry import create_mixer, register_model
@@ -90,28 +90,6 @@ class DistillingLayer(nn.Module):
         return y.transpose(1, 2)
 
 
-def full_cross_attention(
-    attn: Attention, queries: torch.Tensor, memory: torch.Tensor
-) -> torch.Tensor:
-    """Softmax attention of ``queries`` over ``memory`` with the projections of an ``Attention`` mixer.
-
-    The core ``attention`` mixer is a self-attention (``forward(x)``); this applies the same
-    projections and scaled dot-product attention (dropout on the weights in training) with keys
-    and values from another sequence.
-
-    Shapes:
-        ``queries [B, L_Q, D], memory [B, L_K, D] -> [B, L_Q, D]``.
-    """
-    b, l_q, d = queries.shape
-    l_k = memory.shape[1]
-    h = attn.n_heads
-    q = attn.q_proj(queries).view(b, l_q, h, d // h).transpose(1, 2)
-    k = attn.k_proj(memory).view(b, l_k, h, d // h).transpose(1, 2)
-    v = attn.v_proj(memory).view(b, l_k, h, d // h).transpose(1, 2)
-    y = dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
-    return attn.out_proj(y.transpose(1, 2).reshape(b, l_q, d))
-
-
 class InformerDecoderLayer(nn.Module):
     """Post-norm decoder layer: self-attention, cross-attention over the encoder output, feed-forward.
 
@@ -123,7 +101,7 @@ class InformerDecoderLayer(nn.Module):
         d_model: width.
         self_attention: masked ProbSparse self-attention mixer.
         cross_attention: a ``ProbSparseAttention`` (uses its ``attend``) or an ``Attention`` (full
-            softmax attention with its projections).
+            softmax cross-attention through its ``memory`` argument).
         d_ff: feed-forward width.
         activation: feed-forward activation.
         dropout: dropout on each residual branch and inside the feed-forward.
@@ -152,7 +130,7 @@ class InformerDecoderLayer(nn.Module):
         if isinstance(self.cross_attention, ProbSparseAttention):
             cross = self.cross_attention.attend(x, memory, memory)
         else:
-            cross = full_cross_attention(self.cross_attention, x, memory)
+            cross, _ = self.cross_attention(x, memory=memory)
         x = self.norm2(x + self.dropout(cross))
         return self.norm3(x + self.dropout(self.mlp(x)))
 
