@@ -27,8 +27,9 @@ tensors (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj).
 each in a fresh process: the growth above the input and output buffers (which any method needs)
 stays flat with the volume size.
 
-``speed``: CPU seconds (process time, both cores) and wall seconds per volume of sliding-window
-inference with the small 3-D Bot and Enc networks on the CT example resampled to 1.5 mm.
+``speed``: CPU seconds (process time) and wall seconds per volume of sliding-window inference with
+the small 3-D Bot and Enc networks on the CT example resampled to 1.5 mm (``--threads`` torch
+threads; on a shared machine one thread avoids spin-waiting threads inflating the CPU time).
 """
 
 from __future__ import annotations
@@ -331,45 +332,36 @@ def memory_child(size: int, patch: list[int], sw_batch: int) -> None:
     torch.manual_seed(0)
     model = _small_3d("bot", patch).eval()
     task = SegmentationTask(model, patch_size=patch, sw_batch_size=sw_batch)
+    base = _rss_mb()  # libraries and the model, before any volume or inference
     x = torch.randn(1, 1, size, size, size)
-    with torch.no_grad():  # warm-up on one window: allocator pools and kernels
-        task.sliding_window(torch.randn(1, 1, *patch))
-    before = _rss_mb()
     with torch.no_grad():
         out = task.sliding_window(x)
     peak = _rss_mb()
-    # Buffers any sliding window needs: the input, the output and the weight-count map (float32).
+    # Buffers any sliding window over the whole volume needs (float32): the input, the output
+    # (one map per class) and the weight-count map.
     buffers = x.numel() * 4 * (1 + out.shape[1] + 1) / 2**20
-    print(json.dumps({"size": size, "before": before, "peak": peak, "buffers": buffers}))
+    print(json.dumps({"size": size, "base": base, "peak": peak, "buffers": buffers}))
 
 
 def cmd_memory(args) -> None:
     print(
-        f"sliding window: patch {args.patch}, {args.sw_batch} windows per batch, small 3-D Bot (6 classes)"
+        f"sliding window: patch {args.patch}, {args.sw_batch} windows per batch, small 3-D Bot "
+        f"(6 classes), one fresh process per volume"
     )
     print(
-        "| volume | voxels | RSS before (MB) | peak RSS (MB) | growth (MB) | input+output buffers (MB) | growth - buffers (MB) |"
+        "| volume | voxels | peak RSS - base (MB) | volume buffers (MB) | working memory = "
+        "growth - buffers (MB) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- |")
     for size in args.sizes:
-        cmd = [
-            sys.executable,
-            __file__,
-            "_memory_child",
-            str(size),
-            json.dumps(args.patch),
-            str(args.sw_batch),
-        ]
-        line = (
-            subprocess.run(cmd, check=True, capture_output=True, text=True)
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        r = json.loads(line)
-        growth = r["peak"] - r["before"]
+        cmd = [sys.executable, __file__, "_memory_child", str(size), json.dumps(args.patch)]
+        cmd.append(str(args.sw_batch))
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        growth = r["peak"] - r["base"]
         print(
-            f"| {size}^3 | {size**3:,} | {r['before']:.0f} | {r['peak']:.0f} | {growth:.0f} | "
-            f"{r['buffers']:.0f} | {growth - r['buffers']:.0f} |"
+            f"| {size}^3 | {size**3:,} | {growth:.0f} | {r['buffers']:.0f} | "
+            f"{growth - r['buffers']:.0f} |"
         )
 
 
@@ -393,12 +385,13 @@ def _ct_volume(spacing: float) -> torch.Tensor:
 def cmd_speed(args) -> None:
     from mixerzoo.medical import SegmentationTask
 
-    torch.set_num_threads(2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     x = _ct_volume(args.spacing)
     patch = [64, 64, 32]
     print(
         f"CT example at {args.spacing} mm: volume {tuple(x.shape[2:])}, patch {patch}, overlap 0.5, "
-        f"4 windows per batch, median of {args.repeats}"
+        f"4 windows per batch, {torch.get_num_threads()} thread(s), median of {args.repeats}"
     )
     print("| network | parameters | CPU s / volume | wall s / volume |")
     print("| --- | --- | --- | --- |")
@@ -440,6 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("speed")
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--spacing", type=float, default=1.5)
+    s.add_argument("--threads", type=int, default=0, help="torch threads (0: as configured)")
     args = parser.parse_args(argv)
     {"params": cmd_params, "memory": cmd_memory, "speed": cmd_speed}[args.cmd](args)
 

@@ -242,3 +242,28 @@ def test_fit_and_predict_3d_writes_nifti_in_the_input_space(tmp_path, tiny):
     np.testing.assert_array_equal(pred.affine, source.affine)
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 5, 1, 2}
     assert (out / "ct_overlay.png").is_file()
+
+
+def test_real_ct_volume_end_to_end(tmp_path, shared_data):
+    # The shared CT example: load, reorient, resample to 4 mm, CT-normalise, train on patches for
+    # a few steps, sliding-window over the whole volume, NIfTI back in the input's space.
+    root = shared_data / "medical" / "ct_example"
+    dm = VolumeSegmentation(
+        str(root), cases=[{"image": "ct.nii.gz", "label": "seg.nii.gz", "id": "ct"}],
+        num_classes=6, label_values=[0, 5, 1, 2, 3, 6], unlisted_labels="background",
+        spacing=[4.0, 4.0, 4.0], normalization="ct", patch_size=[32, 32, 32],
+        samples_per_epoch=4, batch_size=2,
+    )  # fmt: skip
+    model = XLSTMUNet(3, 1, 6, features=[4, 8, 16, 32], strides=[1, 2, 2, 2])
+    out = tmp_path / "pred"
+    trainer = _trainer(tmp_path, max_epochs=1, callbacks=[SegmentationWriter(str(out))])
+    with pytest.warns(UserWarning, match="smaller than the patch"):  # 22 slices at 4 mm < 32
+        trainer.fit(SegmentationTask(model), dm)
+    # round(122 * 3/4), round(101 * 3/4), round(30 * 3/4), halves to even: 92, 76, 22
+    assert dm.train_cases[0].shape == (92, 76, 22)
+    trainer.predict(datamodule=dm, model=trainer.lightning_module)
+    source = nib.load(str(root / "ct.nii.gz"))
+    pred = nib.load(str(out / "ct.nii.gz"))
+    assert pred.shape == source.shape == (122, 101, 30)
+    np.testing.assert_array_equal(pred.affine, source.affine)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 5, 1, 2, 3, 6}
