@@ -224,7 +224,11 @@ class PPOTask(BaseTask):
         self.env_seed = env_seed
         self.collector: RolloutCollector | None = None
         self.env_steps = 0
-        self.recent_returns: list[float] = []
+        #: One dict per update: ``env_steps``, ``seconds`` since the fit started, mean
+        #: ``episode_return`` of the episodes that ended in the rollout (NaN if none) and their
+        #: number ``episodes``.
+        self.history: list[dict[str, float]] = []
+        self._fit_started = time.perf_counter()
 
     @property
     def agent(self) -> ActorCritic:
@@ -249,6 +253,9 @@ class PPOTask(BaseTask):
         super().on_fit_start()
         if self.collector is None:
             self.collector = self.make_collector()
+        self._fit_started = time.perf_counter() - (
+            self.history[-1]["seconds"] if self.history else 0
+        )
 
     def on_fit_end(self) -> None:
         if self.collector is not None:
@@ -294,7 +301,15 @@ class PPOTask(BaseTask):
         if scheduler is not None and self.lr_scheduler_interval == "step":
             scheduler.step()
         self.env_steps += self.num_envs * self.num_steps
-        self.recent_returns = list(rollout.episode_returns)
+        returns = rollout.episode_returns
+        self.history.append(
+            {
+                "env_steps": float(self.env_steps),
+                "seconds": time.perf_counter() - self._fit_started,
+                "episode_return": float(np.mean(returns)) if returns else float("nan"),
+                "episodes": float(len(returns)),
+            }
+        )
         log = {f"train/{k}": torch.stack(v).mean() for k, v in stats.items()}
         log["train/collect_seconds"] = collect_s
         log["train/update_seconds"] = time.perf_counter() - start

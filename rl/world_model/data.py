@@ -19,6 +19,7 @@ Episode file: ``obs`` ``uint8 [T + 1, H, W, C]`` (the first frame and one per st
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,14 @@ def _n_actions(replay: EpisodeReplay) -> int:
     return int(space.n)
 
 
+def default_replay_root() -> Path:
+    """``$MIXERZOO_DATA/rl/world_model``, or ``~/.cache/mixerzoo/rl/world_model``."""
+    base = os.environ.get("MIXERZOO_DATA")
+    if base:
+        return Path(base) / "rl" / "world_model"
+    return Path.home() / ".cache" / "mixerzoo" / "rl" / "world_model"
+
+
 class SequenceDataset(Dataset):
     """Windows of ``seq_len`` steps from a list of episodes.
 
@@ -249,7 +258,9 @@ class WorldModelDataModule(pl.LightningDataModule):
     Args:
         env: environment name (see :func:`~mixerzoo.rl.world_model.envs.make_world_model_env`).
         env_kwargs: its arguments.
-        root: replay folder.
+        root: replay folder; default ``$MIXERZOO_DATA/rl/world_model`` when ``MIXERZOO_DATA``
+            is set, else ``~/.cache/mixerzoo/rl/world_model`` (collected episodes are generated
+            data: a cache, not a download).
         train_episodes: episodes to train on.
         val_episodes: episodes to validate on.
         test_episodes: episodes to test on.
@@ -266,7 +277,7 @@ class WorldModelDataModule(pl.LightningDataModule):
         self,
         env: str = "FourRooms",
         env_kwargs: dict[str, Any] | None = None,
-        root: str = "data/rl/world_model",
+        root: str | None = None,
         train_episodes: int = 200,
         val_episodes: int = 16,
         test_episodes: int = 16,
@@ -281,7 +292,8 @@ class WorldModelDataModule(pl.LightningDataModule):
         super().__init__()
         self.env = env
         self.env_kwargs = dict(env_kwargs or {})
-        self.root = Path(root) / f"{env}-{policy}-seed{seed}"
+        self.root = default_replay_root() if root is None else Path(root)
+        self.root = self.root / f"{env}-{policy}-seed{seed}"
         self.train_episodes, self.val_episodes = train_episodes, val_episodes
         self.test_episodes = test_episodes
         self.policy, self.seed = policy, seed
