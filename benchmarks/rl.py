@@ -71,6 +71,7 @@ def _trainer(**kwargs) -> pl.Trainer:
 
 
 def bench_speed(args) -> str:
+    from mixerzoo.core.ops.linear_scan import linear_scan
     from mixerzoo.rl.backbone import MixerStack
 
     torch.set_num_threads(args.threads)
@@ -86,6 +87,15 @@ def bench_speed(args) -> str:
         ),
         "torch.nn.LSTM(256, 256)": torch.nn.LSTM(width, width, batch_first=True),
     }
+    # The S5 recurrence alone (what linear_scan computes inside one layer): P/2 = 128 complex
+    # modes per step, the input projection done beforehand.
+    layer = models["S5, 1 layer (state 256, full_glu)"].blocks[0].mixer
+    with torch.no_grad():
+        lam, b_bar, _ = layer.discrete_parameters()
+        bu = torch.einsum("bth,ph->btp", x.to(b_bar.dtype), b_bar)
+    models["linear_scan alone (S5's recurrence, 128 complex modes)"] = lambda _: linear_scan(
+        lam.expand_as(bu), bu
+    )
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
         for model in models.values():

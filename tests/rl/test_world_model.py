@@ -210,3 +210,34 @@ def test_world_model_learns_the_rooms(tmp_path):
     trainer.fit(task, dm)
     after = imagination_mse(model, batch, 12)["mse"].mean().item()
     assert after < 0.5 * before, (before, after)
+
+
+def test_predict_writes_table_plot_and_strip(tmp_path):
+    from mixerzoo.rl.world_model import ImaginationWriter
+
+    dm = WorldModelDataModule(
+        env="TwoRooms",
+        env_kwargs={"max_steps": 16, "context_steps": 8},
+        root=str(tmp_path / "data"),
+        train_episodes=2,
+        val_episodes=1,
+        test_episodes=3,
+        seq_len=16,
+        batch_size=2,
+    )
+    model = S4WM(
+        n_actions=4, mixer="gru", d_model=8, n_layers=1, n_latents=2, hidden=8, cnn_depth=4
+    )
+    task = WorldModelTask(model, eval_context=8)
+    writer = ImaginationWriter(output_dir=str(tmp_path / "out"), horizons=[1, 8], every=4)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False
+    )
+    trainer.predict(task, dm)
+    out = tmp_path / "out"
+    arrays = np.load(out / "predictions.npz")
+    assert arrays["mse"].shape == (3, 8) and arrays["imagined"].shape == (3, 8, 3, 28, 28)
+    table = (out / "imagination_mse.md").read_text()
+    assert f"| gru | {arrays['mse'].mean(0)[0]:.4f} | {arrays['mse'].mean(0)[7]:.4f} |" in table
+    assert (out / "imagination_mse.png").stat().st_size > 0
+    assert (out / "imagination_strip.png").stat().st_size > 0
