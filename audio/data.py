@@ -175,16 +175,18 @@ def list_wavs(folder: str | Path) -> list[Path]:
 
 
 @lru_cache(maxsize=4096)
-def _cached(path: str, sample_rate: int) -> torch.Tensor:
+def _cached(path: str, mtime_ns: int, size: int, sample_rate: int) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported once by scan_files
         return read_audio(path, sample_rate, check=False)
 
 
 def load(path: str | Path, sample_rate: int, cache: bool = True) -> torch.Tensor:
-    """Read and resample a file (memoised: small corpora are read once per process)."""
+    """Read and resample a file (memoised per file version: small corpora are read once per
+    process; a file rewritten since is read again)."""
     if cache:
-        return _cached(str(path), sample_rate)
+        stat = Path(path).stat()
+        return _cached(str(path), stat.st_mtime_ns, stat.st_size, sample_rate)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return read_audio(path, sample_rate, check=False)
