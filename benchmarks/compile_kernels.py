@@ -33,6 +33,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from mixerzoo.core.ops.causal_conv1d import triton as conv  # noqa: E402
 from mixerzoo.core.ops.gla import triton as gla  # noqa: E402
 from mixerzoo.core.ops.linear_scan import triton as lscan  # noqa: E402
+from mixerzoo.core.ops.mlstm import triton as mlstm  # noqa: E402
 from mixerzoo.core.ops.selective_scan import triton as sscan  # noqa: E402
 
 # Pointer element types by argument name; every other pointer is fp32, every scalar i32.
@@ -121,6 +122,18 @@ def _cases() -> list[tuple[str, object, dict, int, str]]:
                 ("grad", gla._gla_grad_kernel, {}),
             ):
                 cases.append((f"gla {name} ({tag})", fn, dict(common, **extra), warps, "*fp32"))
+    for head_dim in (64, 128):
+        block_t, block_k, block_v, warps = mlstm._blocks(head_dim, head_dim)
+        size = dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_V=block_v, ACC=f32, DOT="tf32x3")
+        tag = f"dk=dv={head_dim}: [{block_t}, {block_k}, {block_v}]"
+        common = dict(HAS_M0=True, HAS_RESET=True, **size)
+        for name, fn, extra in (
+            ("state", mlstm._mlstm_state_kernel, dict(HAS_H0=True)),
+            ("output", mlstm._mlstm_output_kernel, {}),
+            ("dstate", mlstm._mlstm_dstate_kernel, dict(HAS_H0=True, HAS_DFINAL=True)),
+            ("grad", mlstm._mlstm_grad_kernel, {}),
+        ):
+            cases.append((f"mlstm {name} ({tag})", fn, dict(common, **extra), warps, "*fp32"))
     return cases
 
 
