@@ -32,8 +32,9 @@ first token is zeros with ``m_0 = 0``, as in the authors' recurrent step. The ou
 
 ``log_i = -inf`` (input gate 0) is also accepted anywhere as a value.
 
-Backends: ``"naive"`` (stabilised recurrence) and ``"chunk"`` (parallel form per chunk, state
-carried across chunks). ``parallel_mlstm`` is the paper's ``T x T`` stabilised parallel form.
+Backends: ``"naive"`` (stabilised recurrence), ``"chunk"`` (parallel form per chunk, state
+carried across chunks) and ``"triton"`` (fused chunkwise kernels on the design of the GLA ones,
+:mod:`.triton`; the automatic choice for CUDA tensors). ``parallel_mlstm`` is the paper's ``T x T`` stabilised parallel form.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ __all__ = ["mlstm", "parallel_mlstm", "chunk_mlstm", "naive_mlstm", "MLSTMState"
 
 MLSTMState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
-_AVAILABLE = ("naive", "chunk")
+_AVAILABLE = ("naive", "chunk", "triton")
 
 
 def mlstm(
@@ -80,7 +81,7 @@ def mlstm(
         reset: ``[B, T]`` bool, drop the state before the flagged steps (module docstring).
         mask: ``[B, T]`` bool, true = real step; masked steps leave the state unchanged.
         eps: added to the normaliser ``max(|q . n|, exp(-m))``.
-        backend: ``None`` (automatic), ``"naive"`` or ``"chunk"``.
+        backend: ``None`` (automatic), ``"naive"``, ``"chunk"`` or ``"triton"``.
         chunk_size: tokens per chunk for the ``"chunk"`` backend.
 
     Returns:
@@ -111,7 +112,11 @@ def mlstm(
     if t == 0:
         # An empty piece: the recurrence returns the state unchanged and no output.
         choice = "naive"
-    if choice == "naive":
+    if choice == "triton":
+        from mixerzoo.core.ops.mlstm.triton import mlstm_triton
+
+        out, state = mlstm_triton(q, k, v, log_i, log_f, initial_state, eps, reset=reset, mask=mask)
+    elif choice == "naive":
         out, state = naive_mlstm(q, k, v, log_i, log_f, initial_state, eps, reset=reset, mask=mask)
     else:
         out, state = chunk_mlstm(
