@@ -134,6 +134,17 @@ def _cases() -> list[tuple[str, object, dict, int, str]]:
             ("grad", mlstm._mlstm_grad_kernel, {}),
         ):
             cases.append((f"mlstm {name} ({tag})", fn, dict(common, **extra), warps, "*fp32"))
+    # The same kernels with every optional input off (other code paths: no resets, no state, ...),
+    # in the first size of each family.
+    optional = {"HAS_RESET", "HAS_H0", "HAS_MASK", "HAS_D", "HAS_Z", "HAS_BIAS", "SOFTPLUS",
+                "HAS_GLAST", "HAS_DFINAL", "HAS_M0", "HAS_STATE", "HAS_SEG", "SILU", "STORE_PRE",
+                "STORE"}  # fmt: skip
+    first = {}
+    for label, fn, constexprs, warps, pointer in cases:
+        first.setdefault(fn, (label, constexprs, warps, pointer))
+    for fn, (label, constexprs, warps, pointer) in first.items():
+        off = {k: (False if k in optional else v) for k, v in constexprs.items()}
+        cases.append((f"{label.split(' (')[0]} (options off)", fn, off, warps, pointer))
     return cases
 
 
