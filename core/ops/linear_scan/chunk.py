@@ -168,8 +168,9 @@ def scan_sweep(
         h0: boundary state ``[B, *]`` or ``None``.
         reverse: run from ``t = T - 1`` down to ``0``.
         out: optional contiguous ``[B, T, *]`` result buffer; it may be ``b`` itself (in place).
-        chunk_size: steps per chunk; default 8 or 16, or no chunking (one sequential sweep)
-            when a time step already holds ``SEQUENTIAL_STEP_ELEMENTS`` values or more.
+        chunk_size: steps per chunk; default 8, 16 or 32 by length, or no chunking (one
+            sequential sweep) when a time step already holds ``SEQUENTIAL_STEP_ELEMENTS`` values
+            or more; sequences shorter than four chunks are swept sequentially too.
 
     Returns:
         ``out [B, T, *]``.
@@ -213,7 +214,8 @@ def _sweep(
     """:func:`scan_sweep` on one thread (``a``, ``b``, ``out`` may be views of column blocks)."""
     length = a.shape[1]
     main = (length // chunk) * chunk
-    if length < 2 * chunk:
+    # Too short for chunks to pay: their two sweeps and carries cost more operations than T.
+    if length < 4 * chunk:
         _sequential(a, b, h0, out, reverse)
         return
     if reverse:
