@@ -82,6 +82,10 @@ class MultiScaleRetention(Mixer):
         norm_eps: GroupNorm epsilon.
         chunk_size: chunk length of the chunkwise form.
         backend: op backend (``None``, ``"naive"``, ``"chunk"``); see ``mixerzoo.core.ops``.
+        gate: RetNet's swish output gate ``swish(X W_G) * Y`` (``False``: ``Y`` goes straight to
+            ``W_O``, as in ViR, whose retention layer has ViT's attention parameters).
+        norm_affine: learnable scale and shift of the per-head GroupNorm (``False``: the plain
+            per-head normalisation, no parameters).
 
     Shapes:
         ``forward(x [B, T, D], state=None, *, reset=None, mask=None) -> (y [B, T, D], state)``
@@ -101,6 +105,8 @@ class MultiScaleRetention(Mixer):
         norm_eps: float = 1e-5,
         chunk_size: int = 64,
         backend: str | None = None,
+        gate: bool = True,
+        norm_affine: bool = True,
     ):
         super().__init__(d_model)
         if n_heads <= 0 or d_model % n_heads:
@@ -135,8 +141,8 @@ class MultiScaleRetention(Mixer):
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, value_width, bias=bias)
-        self.g_proj = nn.Linear(d_model, value_width, bias=bias)
-        self.group_norm = nn.GroupNorm(n_heads, value_width, eps=norm_eps)
+        self.g_proj = nn.Linear(d_model, value_width, bias=bias) if gate else None
+        self.group_norm = nn.GroupNorm(n_heads, value_width, eps=norm_eps, affine=norm_affine)
         self.out_proj = nn.Linear(value_width, d_model, bias=bias)
 
     def _positions(
@@ -239,7 +245,9 @@ class MultiScaleRetention(Mixer):
         # GroupNorm with one group per head normalises each head's d_v channels of each token.
         norm = self.group_norm
         o = head_norm(merge_heads(o), h, norm.weight, norm.bias, norm.eps)
-        y = self.out_proj(F.silu(self.g_proj(x)) * o)
+        if self.g_proj is not None:
+            o = F.silu(self.g_proj(x)) * o
+        y = self.out_proj(o)
         return y, ({"S": s_new, "offset": new_offset} if self.causal else None)
 
     def init_state(
