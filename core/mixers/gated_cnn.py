@@ -94,8 +94,18 @@ class GatedCNN(Mixer):
         self.split_sizes = (hidden, hidden - conv_channels, conv_channels)
         self.fc1 = nn.Linear(d_model, 2 * hidden, bias=bias)
         self.act = get_activation(activation)
-        conv_cls = nn.Conv1d if conv_dims == 1 else nn.Conv2d
-        self.conv = conv_cls(conv_channels, conv_channels, kernel_size, groups=conv_channels)
+        if conv_dims == 1:
+            self.conv = nn.Conv1d(conv_channels, conv_channels, kernel_size, groups=conv_channels)
+        else:
+            # The 2-D convolution pads itself (centred, odd kernel), as the official block: the
+            # channels-last view goes to the convolution without a padded copy.
+            self.conv = nn.Conv2d(
+                conv_channels,
+                conv_channels,
+                kernel_size,
+                padding=kernel_size // 2,
+                groups=conv_channels,
+            )
         self.fc2 = nn.Linear(hidden, d_model, bias=bias)
 
     def _gate(self, g: torch.Tensor, i: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -148,8 +158,7 @@ class GatedCNN(Mixer):
         if state is not None:
             raise ValueError("GatedCNN.forward_2d takes no state; pass state=None")
         g, i, c = torch.split(self.fc1(x), self.split_sizes, dim=-1)
-        pad = self.kernel_size // 2
-        c_out = self.conv(F.pad(c.permute(0, 3, 1, 2), (pad, pad, pad, pad))).permute(0, 2, 3, 1)
+        c_out = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self._gate(g, i, c_out), None
 
     def init_state(
