@@ -30,19 +30,21 @@ import os
 import tempfile
 import warnings
 from collections.abc import Hashable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+import yaml
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from mixerzoo.core.cli import instantiate_trainer
-from mixerzoo.core.registry import create_model, get_model_class
+from mixerzoo.core.cli import MixerzooCLI, instantiate_trainer
+from mixerzoo.core.registry import create_model, get_model_class, list_models
 from mixerzoo.timeseries.cli import trainer_defaults
 from mixerzoo.timeseries.data import (
     DataError,
@@ -58,6 +60,11 @@ __all__ = ["Forecaster"]
 _FORMAT = "mixerzoo.timeseries.Forecaster"
 # Version 2: the scaler as StandardScaler.state_dict (the data module's checkpoint format).
 _VERSION = 2
+# What load needs from a saved file (see save).
+_SAVED_KEYS = frozenset(
+    "params state_dict scaler columns freq layout date_name last_dates date_unit tz last_values "
+    "best_val_loss n_epochs".split()
+)
 # Arguments the Forecaster sets from its own parameters, never through model kwargs.
 _OWN_MODEL_ARGS = {"seq_len": "lookback", "pred_len": "horizon", "label_len": "label_len"}
 # Constructor arguments some forecasters take for the number of variables (Time-Series-Library
@@ -139,6 +146,9 @@ class Forecaster(BaseEstimator):
         fill: ``None`` makes gaps and NaNs errors; ``"ffill"``, ``"interpolate"`` or ``"zero"``
             resample onto the regular grid and fill them.
         timeenc: time features: 1 scaled calendar fields ("timeF"), 0 integer fields.
+        feature_freq: frequency the time features are computed at; ``None``: the data's step.
+            (Time-Series-Library's configs use ``"h"`` for every dataset; ``from_checkpoint``
+            takes it from the run's data module.)
         date_column: timestamp column of wide frames (else their ``DatetimeIndex``).
         id_column: series id column of long frames.
         time_column: timestamp column of long frames.
@@ -170,6 +180,7 @@ class Forecaster(BaseEstimator):
         freq: str | None = None,
         fill: str | None = None,
         timeenc: int = 1,
+        feature_freq: str | None = None,
         date_column: str = "date",
         id_column: str = "unique_id",
         time_column: str = "ds",
@@ -193,6 +204,7 @@ class Forecaster(BaseEstimator):
         self.freq = freq
         self.fill = fill
         self.timeenc = timeenc
+        self.feature_freq = feature_freq
         self.date_column = date_column
         self.id_column = id_column
         self.time_column = time_column
@@ -296,7 +308,12 @@ class Forecaster(BaseEstimator):
         """``ForecastDataModule.from_frame`` with this forecaster's windows; ``fitted`` binds it to
         the trained series, frequency and scaler."""
         if fitted:
-            bound = {"columns": self.columns_, "scaler": self.scaler_, "freq": self.freq_}
+            bound = {
+                "columns": self.columns_,
+                "scaler": self.scaler_,
+                "freq": self.freq_,
+                "freq_from": "model",
+            }
         else:
             bound = {"freq": self.freq}
         return ForecastDataModule.from_frame(
@@ -306,6 +323,7 @@ class Forecaster(BaseEstimator):
             label_len=self._label_len(),
             pred_len=self.horizon,
             timeenc=self.timeenc,
+            feature_freq=self.feature_freq,
             batch_size=self.batch_size,
             **bound,
             **kwargs,
@@ -404,9 +422,9 @@ class Forecaster(BaseEstimator):
         return self
 
     # --- inference ------------------------------------------------------------------------
-    def _run(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray | None]:
         """Forecasts and targets ``[N, H, C]`` (standardised) of every window of ``loader``, via
-        ``ForecastTask.predict_step``."""
+        ``ForecastTask.predict_step`` (targets ``None`` for a window past the end of the data)."""
         task = ForecastTask(self.model_)
         # Models that sample at inference (Informer's ProbSparse attention) draw from a generator
         # seeded with `seed`, so that a prediction is reproducible (also after save/load) without
@@ -429,6 +447,8 @@ class Forecaster(BaseEstimator):
         # Lightning moved the model to its device; keep the fitted model on the CPU.
         self.model_.cpu().eval()
         pred = torch.cat([o["pred"] for o in outputs]).double().cpu().numpy()
+        if "true" not in outputs[0]:  # windows past the end of the data have no truth
+            return pred, None
         true = torch.cat([o["true"] for o in outputs]).double().cpu().numpy()
         return pred, true
 
@@ -611,19 +631,41 @@ class Forecaster(BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Forecaster:
-        """Rebuild a forecaster written by ``save``; it predicts exactly as the saved one."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        """Rebuild a forecaster written by ``save``; it predicts exactly as the saved one.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: a file that ``save`` did not write, or a truncated or corrupted one; the
+                message names the file and what was expected.
+        """
+        expected = (
+            f"expected a file written by Forecaster.save (a torch.save archive of a dict with "
+            f"format {_FORMAT!r}, version {_VERSION})"
+        )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # torch reports a damaged archive in many ways
+            raise ValueError(
+                f"{path}: cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                f"{expected}. The file is truncated or corrupted: save the forecaster again."
+            ) from None
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a file written by Forecaster.save")
+            raise ValueError(f"{path} is not a file written by Forecaster.save; {expected}")
         if state.get("version") != _VERSION:
             raise ValueError(
                 f"{path} was written by another version of Forecaster.save (format version "
                 f"{state.get('version')}, this one reads {_VERSION}); fit and save it again"
             )
+        missing = sorted(_SAVED_KEYS - set(state))
+        if missing:
+            raise ValueError(f"{path}: the saved forecaster lacks {missing}; {expected}")
         self = cls(**state["params"])
         columns = state["columns"]
         net: nn.Module = create_model(
-            self.model, **self._resolved_model_kwargs(len(columns), state["freq"])
+            self.model,
+            **self._resolved_model_kwargs(len(columns), self.feature_freq or state["freq"]),
         )
         net.load_state_dict(state["state_dict"])
         self.model_ = net.eval()
@@ -641,4 +683,82 @@ class Forecaster(BaseEstimator):
         self.last_values_ = state["last_values"].numpy()
         self.best_val_loss_ = state["best_val_loss"]
         self.n_epochs_ = state["n_epochs"]
+        return self
+
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt_path: str | os.PathLike, config: str | os.PathLike, **params: Any
+    ) -> Forecaster:
+        """A fitted forecaster from a ``mixerzoo fit`` run: its config and a checkpoint.
+
+        The config (the run's ``config.yaml``, or the one it was started with; relative data
+        paths resolve from the current folder, as for ``mixerzoo predict``) rebuilds the model and
+        the data module; the checkpoint gives the weights and the scaler. The data module's file
+        is the history: ``predict()`` forecasts the ``horizon`` steps after its end, with the
+        same numbers as ``mixerzoo predict --data.init_args.predict_split future`` on the same
+        checkpoint, and ``predict(df)`` continues another history of the same series.
+
+        Args:
+            ckpt_path: a checkpoint of the run (``checkpoints/best.ckpt``).
+            config: the run's config file.
+            **params: Forecaster parameters to set besides those the run fixes (e.g.
+                ``accelerator``, ``seed``).
+
+        Raises:
+            ValueError: a run whose data module is not a ``ForecastDataModule`` with features
+                ``"M"`` and scaling, or whose model is not registered.
+        """
+        settings = yaml.safe_load(Path(config).read_text())
+        # The run's own arguments (ckpt_path, ...) are not part of a model-and-data config.
+        for key in ("ckpt_path", "weights_only", "return_predictions"):
+            settings.pop(key, None)
+        with _quiet_lightning(True):
+            cli = MixerzooCLI(args=settings, run=False)
+        task, dm = cli.model, cli.datamodule
+        if not isinstance(dm, ForecastDataModule) or dm.features != "M" or not dm.scale:
+            raise ValueError(
+                f"{config}: from_checkpoint needs a ForecastDataModule with features 'M' and "
+                f"scale true (every series in and out, standardised), as the Forecaster trains"
+            )
+        names = [n for n in list_models("timeseries") if get_model_class(n) is type(task.model)]
+        if not names:
+            raise ValueError(
+                f"{config}: the model {type(task.model).__name__} is not a registered forecaster"
+            )
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        task.load_state_dict(checkpoint["state_dict"])
+        dm.load_state_dict(checkpoint.get(type(dm).__qualname__, {}))
+        dm.setup("predict")
+        model_args = cli.config["model"]["init_args"]["model"]["init_args"]
+        model_kwargs = {
+            k: v
+            for k, v in dict(model_args).items()
+            if k not in _OWN_MODEL_ARGS and k in set(inspect.signature(type(task.model)).parameters)
+        }
+        self = cls(
+            model=names[0],
+            lookback=dm.seq_len,
+            horizon=dm.pred_len,
+            label_len=dm.label_len,
+            model_kwargs=model_kwargs,
+            batch_size=dm.batch_size,
+            freq=dm.data_freq,
+            fill=dm.fill,
+            timeenc=dm.timeenc,
+            feature_freq=dm.freq,
+            date_column=dm.date_column,
+            **params,
+        )
+        frame = dm.load_frame()
+        self.model_ = task.model.cpu().eval()
+        self.scaler_ = StandardScaler.from_state_dict(dm.scaler.state_dict())
+        self.columns_ = list(dm.columns)
+        self.freq_ = dm.data_freq
+        self.layout_ = "wide"
+        self.date_name_ = dm.date_column
+        tail = frame.iloc[len(frame) - self.lookback :]
+        self.last_dates_ = pd.DatetimeIndex(tail[dm.date_column])
+        self.last_values_ = tail[self.columns_].to_numpy(dtype=np.float64)
+        self.best_val_loss_ = None
+        self.n_epochs_ = int(checkpoint.get("epoch", -1)) + 1
         return self

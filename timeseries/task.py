@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -204,9 +205,13 @@ class ForecastTask(BaseTask):
         self, batch: dict[str, torch.Tensor], batch_idx: int
     ) -> dict[str, torch.Tensor]:
         """Forecasts ``[B, H, C]`` in scaled (``pred``) and original units (``pred_orig``), with the
-        truth (``true``, ``true_orig``) and the lookback (``x_orig``) when the batch has them."""
+        lookback (``x``, ``x_orig``) and the truth (``true``, ``true_orig``) when there is one: a
+        window past the end of the data (``predict_split="future"``, a NaN horizon) has none."""
         pred = self(batch)
-        out = {"pred": pred, "true": batch["y"][:, -pred.shape[1] :], "x": batch["x"]}
+        out = {"pred": pred, "x": batch["x"]}
+        true = batch["y"][:, -pred.shape[1] :]
+        if not torch.isnan(true).all():
+            out["true"] = true
         dm = self._datamodule
         if dm is not None and hasattr(dm, "inverse_transform"):
             out.update({f"{k}_orig": dm.inverse_transform(v) for k, v in list(out.items())})
@@ -214,8 +219,20 @@ class ForecastTask(BaseTask):
 
 
 class ForecastWriter(PredictionWriter):
-    """Writes ``predict`` results: ``predictions.npz`` (all arrays, scaled and original units) and
-    ``forecast.png`` (lookback, truth and forecast of a few windows and variables).
+    """Writes ``predict`` results next to each other in the run folder:
+
+    - ``predictions.npz``: every array of ``ForecastTask.predict_step`` (``pred``, ``x`` and, where
+      the windows have one, ``true``; scaled and ``*_orig`` original units);
+    - ``forecast.csv``: the forecasts in original units, one row per forecast timestamp and one
+      column per variable, with ``origin`` (the last timestamp the window saw) and ``date`` (the
+      timestamp forecast), dated at the data's step; for ``predict_split="future"`` these are the
+      ``H`` steps after the end of the data;
+    - ``forecast.png``: lookback, forecast (and truth, when known) of a few windows for the target
+      variable, dates on the x-axis.
+
+    The dates and variable names come from the data module (``window_dates``, ``columns``); without
+    one (or with several processes, whose windows interleave) the CSV is left out and the plot
+    counts steps.
 
     Args:
         output_dir: folder for the files (default: the run's log folder, see
@@ -235,30 +252,99 @@ class ForecastWriter(PredictionWriter):
         pl_module: pl.LightningModule,
     ) -> list[Path]:
         written = super().write(arrays, out_dir, trainer, pl_module)
-        plot_forecasts(arrays, out_dir / "forecast.png", self.n_plots)
+        dates, names = _window_dates_and_names(trainer, arrays["pred"])
+        if dates is not None:
+            written.append(write_forecast_csv(arrays, dates, names, out_dir / "forecast.csv"))
+        plot_forecasts(arrays, out_dir / "forecast.png", self.n_plots, dates, names)
         return [*written, out_dir / "forecast.png"]
 
 
-def plot_forecasts(arrays: dict[str, np.ndarray], path: Path, n_plots: int = 3) -> None:
-    """Plot lookback + truth vs forecast for ``n_plots`` windows spread over the split (last
-    variable, the target), in original units when available."""
+def _window_dates_and_names(trainer: pl.Trainer, pred: np.ndarray):
+    """The predicted windows' timestamps ``[N, L + H]`` and the output variables' names, from the
+    data module; ``(None, None)`` when they cannot be matched to the predictions."""
+    dm = getattr(trainer, "datamodule", None)
+    if dm is None or not hasattr(dm, "window_dates") or trainer.world_size > 1:
+        return None, None
+    dates = dm.window_dates(dm.predict_split)
+    if len(dates) != len(pred):  # e.g. limit_predict_batches
+        dates = dates[: len(pred)] if len(dates) > len(pred) else None
+    columns = list(getattr(dm, "columns", []))
+    names = columns[-pred.shape[-1] :] if len(columns) >= pred.shape[-1] else None
+    return dates, names
+
+
+def write_forecast_csv(
+    arrays: dict[str, np.ndarray], dates: np.ndarray, names: list | None, path: Path
+) -> Path:
+    """Write the forecasts ``[N, H, C]`` (original units when available) as a long CSV.
+
+    Args:
+        arrays: ``predict`` arrays (``pred`` and, if known, ``pred_orig``).
+        dates: ``[N, L + H]`` timestamps of each window (lookback, then horizon).
+        names: the ``C`` variable names (``None``: ``var0``, ``var1``, ...).
+        path: the CSV to write.
+
+    Returns:
+        ``path``. Columns: ``origin`` (the last lookback timestamp), ``date``, then one column per
+        variable; ``N * H`` rows in window order.
+    """
+    pred = arrays.get("pred_orig", arrays["pred"])
+    n, horizon, n_vars = pred.shape
+    lookback = dates.shape[1] - horizon
+    names = names or [f"var{j}" for j in range(n_vars)]
+    frame = pd.DataFrame(pred.reshape(n * horizon, n_vars), columns=[str(c) for c in names])
+    frame.insert(0, "date", dates[:, lookback:].reshape(-1))
+    frame.insert(0, "origin", np.repeat(dates[:, lookback - 1], horizon))
+    frame.to_csv(path, index=False)
+    return path
+
+
+def plot_forecasts(
+    arrays: dict[str, np.ndarray],
+    path: Path,
+    n_plots: int = 3,
+    dates: np.ndarray | None = None,
+    names: list | None = None,
+) -> None:
+    """Plot lookback, forecast and (when known) truth of ``n_plots`` windows spread over the
+    split, for the last variable (the target), in original units when available.
+
+    Args:
+        arrays: ``predict`` arrays (``x``, ``pred``, optionally ``true``; ``*_orig`` preferred).
+        path: the PNG to write.
+        n_plots: windows to plot.
+        dates: ``[N, L + H]`` timestamps of the windows for the x-axis (``None``: step numbers).
+        names: variable names (the last one titles the plot).
+    """
     matplotlib = require("matplotlib", extra="timeseries")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     suffix = "_orig" if "pred_orig" in arrays else ""
-    x, true, pred = arrays[f"x{suffix}"], arrays[f"true{suffix}"], arrays[f"pred{suffix}"]
+    x, pred = arrays[f"x{suffix}"], arrays[f"pred{suffix}"]
+    true = arrays.get(f"true{suffix}")
     n = len(pred)
     picks = np.linspace(0, n - 1, num=min(n_plots, n)).astype(int)
     fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.6 * len(picks)), squeeze=False)
     L, H = x.shape[1], pred.shape[1]
+    target = str(names[-1]) if names else "target variable"
     for ax, i in zip(axes[:, 0], picks):
-        ax.plot(np.arange(L), x[i, :, -1], color="0.5", label="lookback")
-        ax.plot(np.arange(L, L + H), true[i, :, -1], color="C0", label="truth")
-        ax.plot(np.arange(L, L + H), pred[i, :, -1], color="C3", label="forecast")
-        ax.axvline(L - 0.5, color="0.8", linestyle="--")
-        ax.set_title(f"window {i} (target variable)")
+        past, future = (
+            (dates[i, :L], dates[i, L:])
+            if dates is not None
+            else (np.arange(L), np.arange(L, L + H))
+        )
+        ax.plot(past, x[i, :, -1], color="0.5", label="lookback")
+        if true is not None:
+            ax.plot(future, true[i, :, -1], color="C0", label="truth")
+        ax.plot(future, pred[i, :, -1], color="C3", label="forecast")
+        ax.axvline(past[-1], color="0.8", linestyle="--")
+        origin = f", forecast from {pd.Timestamp(past[-1])}" if dates is not None else ""
+        ax.set_title(f"{target}: window {i}{origin}")
+        ax.set_xlabel("date" if dates is not None else "step")
         ax.legend(loc="upper left", fontsize=8)
+    if dates is not None:
+        fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -108,9 +108,22 @@ class Mixer(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Validate a sequence input ``x [B, T, d_model]`` with a clear error."""
-        return check_tensor(
-            "x", x, ("B", "T", self.d_model), where=f"{type(self).__name__}.forward"
-        )
+        where = f"{type(self).__name__}.forward"
+        check_tensor("x", x, ("B", "T", self.d_model), where=where)
+        weight = next((p for p in self.parameters() if p.is_floating_point()), None)
+        # Under autocast the ops choose the dtype themselves; otherwise a mismatch fails deep
+        # inside a matmul with a message that names neither the mixer nor the fix.
+        if (
+            weight is not None
+            and x.dtype != weight.dtype
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            raise TypeError(
+                f"{where}: x is {x.dtype} but the mixer's weights are {weight.dtype}; cast the "
+                f"input (x.to({weight.dtype})) or the model (model.to({x.dtype}), e.g. "
+                f".double() for float64)"
+            )
+        return x
 
     def check_step_input(self, x_t: torch.Tensor) -> torch.Tensor:
         """Validate a single-token input ``x_t [B, d_model]`` with a clear error."""

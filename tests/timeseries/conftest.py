@@ -31,6 +31,12 @@ def small_csv(tmp_path) -> Path:
     return make_csv(tmp_path / "toy.csv")
 
 
+@pytest.fixture(scope="module")
+def module_csv(tmp_path_factory) -> Path:
+    """``small_csv`` shared by the tests of a module (e.g. around one trained run)."""
+    return make_csv(tmp_path_factory.mktemp("data") / "toy.csv")
+
+
 def _val_mse(task: ForecastTask, dm: ForecastDataModule) -> float:
     task.eval()
     torch.manual_seed(0)  # models that sample at inference (ProbSparse) evaluate reproducibly

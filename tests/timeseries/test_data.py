@@ -128,7 +128,10 @@ def test_custom_csv_moves_target_last_and_modes(tmp_path):
         ),
         (lambda df: df.assign(v1="x"), r"non-numeric columns \['v1'\]"),
         (lambda df: df.drop(columns=["OT"]), "target column 'OT' not found"),
-        (lambda df: df.assign(date="not a date"), "does not parse as dates"),
+        (
+            lambda df: df.assign(date="not a date"),
+            r"'date' row 0 \(line 2 of the file\): 'not a date' is not a date",
+        ),
     ],
 )
 def test_bad_csv_gets_a_clear_error(tmp_path, small_csv, mutate, match):

@@ -171,6 +171,26 @@ def test_save_load_predicts_identically(fitted, full, tmp_path):
         Forecaster.load(tmp_path / "other.pt")
 
 
+def test_a_truncated_or_corrupted_file_is_named_with_what_was_expected(fitted, tmp_path):
+    path = tmp_path / "forecaster.pt"
+    fitted.save(path)
+    data = path.read_bytes()
+    truncated, corrupted = tmp_path / "truncated.pt", tmp_path / "corrupted.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    corrupted.write_bytes(data[:100] + bytes(200) + data[300:])
+    for bad in (truncated, corrupted):
+        with pytest.raises(ValueError) as info:
+            Forecaster.load(bad)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: cannot be read") and "truncated or corrupted" in message
+        assert "expected a file written by Forecaster.save" in message
+    state = torch.load(path, weights_only=True)
+    del state["scaler"], state["last_values"]
+    torch.save(state, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"lacks \['last_values', 'scaler'\]"):
+        Forecaster.load(tmp_path / "partial.pt")
+
+
 def test_backtest_windows_cutoffs_and_metrics(full):
     data = full.iloc[:150]
     f = _forecaster(max_epochs=2)
@@ -209,8 +229,10 @@ def test_prediction_errors_are_clear(fitted, full):
     with pytest.raises(DataError, match=r"20 timestamps, fewer than the 24 needed \(the lookback"):
         fitted.predict(full.iloc[:20])
     daily = full.set_axis(pd.date_range("2020-01-01", periods=len(full), freq="D", name="time"))
-    with pytest.raises(DataError, match=r"not regular at frequency 'h'.*look regular at 'D'"):
+    with pytest.raises(DataError, match=r"not regular at frequency 'h'.*look regular at 'D'") as e:
         fitted.predict(daily)
+    # predict has no freq option: the hint says what to do with the data instead.
+    assert "trained on 'h' data" in str(e.value) and "freq=" not in str(e.value)
 
 
 def test_fit_errors_are_clear(full):

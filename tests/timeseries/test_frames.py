@@ -119,7 +119,7 @@ def test_wrong_explicit_freq_says_which_one_fits():
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda w: w.reset_index(drop=True), r"no timestamps; columns are \['a', 'b'\]"),
+        (lambda w: w.reset_index(drop=True), r"no date column 'date'; columns are \['a', 'b'\]"),
         (
             lambda w: (
                 w.reset_index()
@@ -130,7 +130,7 @@ def test_wrong_explicit_freq_says_which_one_fits():
         ),
         (
             lambda w: w.reset_index().rename(columns={"when": "date"}).assign(date="soon"),
-            "does not parse as dates",
+            r"'date' row 0: 'soon' is not a date",
         ),
         (lambda w: pd.concat([w, w.iloc[[3]]]), r"duplicate timestamps 2021-03-01 03:00:00"),
         (
@@ -257,7 +257,8 @@ def test_future_window_continues_the_data():
     scaled = scaler.transform(wide.to_numpy())
     np.testing.assert_allclose(batch["x"][0].numpy(), scaled[-12:], rtol=1e-6)
     np.testing.assert_allclose(batch["y"][0, :6].numpy(), scaled[-6:], rtol=1e-6)
-    assert (batch["y"][0, 6:] == 0).all() and batch["y"].shape == (1, 10, 2)
+    # The future has no truth: NaN, never a target (the task's decoder input uses zeros there).
+    assert batch["y"][0, 6:].isnan().all() and batch["y"].shape == (1, 10, 2)
     np.testing.assert_allclose(batch["y_mark"][0, 6:].numpy(), time_features(future, "h"))
     # Only the lookback is needed: a frame of exactly seq_len rows works, a shorter one does not.
     ForecastDataModule.from_frame(

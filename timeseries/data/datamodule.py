@@ -12,13 +12,7 @@ from torch.utils.data import DataLoader
 
 from mixerzoo.timeseries.data.errors import DataError
 from mixerzoo.timeseries.data.files import find_dataset
-from mixerzoo.timeseries.data.frames import (
-    FrameInfo,
-    guess_freq,
-    infer_freq,
-    prepare_frame,
-    read_forecast_csv,
-)
+from mixerzoo.timeseries.data.frames import FrameInfo, load_forecast_csv, prepare_frame
 from mixerzoo.timeseries.data.protocol import (
     StandardScaler,
     protocol_for,
@@ -52,13 +46,15 @@ class ForecastDataModule(pl.LightningDataModule):
         scale: standardise with statistics of the training rows.
         batch_size: windows per batch.
         num_workers: DataLoader workers.
-        fill: missing-value policy (see ``read_forecast_csv``).
+        fill: ``None`` makes gaps, off-grid timestamps and NaNs errors; ``"ffill"``,
+            ``"interpolate"`` or ``"zero"`` resample onto the regular grid and fill them (see
+            ``read_forecast_csv``; the same checks as for frames).
         date_column: timestamp column name.
         train_fraction: training share of the ``"ratio"`` protocol.
         test_fraction: test share of the ``"ratio"`` protocol (0: no test split).
         predict_split: what ``predict`` runs on: ``"test"`` (every test window, the default),
-            ``"val"``, ``"train"`` or ``"future"`` (the ``H`` steps after the last row; the
-            ``true`` arrays of that prediction are placeholders).
+            ``"val"``, ``"train"`` or ``"future"`` (the ``H`` steps after the last row, dated at
+            the data's step; there is no truth to compare with).
 
     A pandas frame instead of a file: ``ForecastDataModule.from_frame(df, ...)``.
     """
@@ -114,6 +110,9 @@ class ForecastDataModule(pl.LightningDataModule):
         self.dates: dict[str, pd.DatetimeIndex] = {}
         self.columns: list[str] = []
         self.frame_info: FrameInfo | None = None
+        # The step of the data's regular time grid (checked when the data is read): it dates the
+        # forecasts; `freq` only chooses the time features of a CSV.
+        self.data_freq: str | None = None
         self._frame: pd.DataFrame | None = None
         self._scaler_given = False
         self._is_setup = False
@@ -132,6 +131,8 @@ class ForecastDataModule(pl.LightningDataModule):
         time_column: str = "ds",
         value_column: str = "y",
         date_column: str = "date",
+        freq_from: str = "argument",
+        feature_freq: str | None = None,
         **kwargs,
     ) -> ForecastDataModule:
         """A data module over a pandas frame instead of a CSV file.
@@ -152,6 +153,10 @@ class ForecastDataModule(pl.LightningDataModule):
             time_column: long-format timestamp column.
             value_column: long-format value column.
             date_column: wide timestamp column.
+            freq_from: where ``freq`` comes from, for the hint of an irregular-grid error:
+                ``"argument"`` (the caller's option) or ``"model"`` (the step a trained model
+                works at; see ``prepare_frame``).
+            feature_freq: frequency of the time features (``None``: the data's step, ``freq``).
             **kwargs: the other constructor arguments (``seq_len``, ``pred_len``, ``protocol``
                 (``"auto"`` means ``"ratio"`` here), ``predict_split``, ``batch_size``, ...);
                 ``label_len`` defaults to ``seq_len // 2``.
@@ -170,11 +175,7 @@ class ForecastDataModule(pl.LightningDataModule):
             date_column=date_column,
             **kwargs,
         )
-        if dm.protocol == "none":
-            need, why = dm.seq_len, f"the lookback seq_len={dm.seq_len}"
-        else:
-            need = dm.seq_len + dm.pred_len
-            why = f"lookback seq_len={dm.seq_len} + horizon pred_len={dm.pred_len}"
+        need, why = dm._min_rows()
         wide, info = prepare_frame(
             df,
             date_column=date_column,
@@ -185,6 +186,7 @@ class ForecastDataModule(pl.LightningDataModule):
             fill=fill,
             min_length=need,
             min_length_reason=why,
+            freq_from=freq_from,
         )
         if columns is not None:
             columns = list(columns)
@@ -214,7 +216,9 @@ class ForecastDataModule(pl.LightningDataModule):
                 np.array(scaler.mean, dtype=np.float64), np.array(scaler.std, dtype=np.float64)
             )
             dm._scaler_given = True
-        dm._frame, dm._source, dm.frame_info, dm.freq = wide, "frame", info, info.freq
+        dm._frame, dm._source, dm.frame_info = wide, "frame", info
+        dm.freq = feature_freq or info.freq
+        dm.data_freq = info.freq
         return dm
 
     @property
@@ -226,9 +230,22 @@ class ForecastDataModule(pl.LightningDataModule):
         """Read and validate the CSV (cached after the first call)."""
         if self._frame is None:
             path = find_dataset(self.data_path, self.root)
-            self._frame = read_forecast_csv(path, self.date_column, self.target, self.fill)
+            need, why = self._min_rows()
+            self._frame, info = load_forecast_csv(
+                path, self.date_column, self.target, self.fill, need, why
+            )
+            self.data_freq = info.freq
             self._source = str(path)
         return self._frame
+
+    def _min_rows(self) -> tuple[int, str]:
+        """Fewest rows the windows need, and why (for the error message)."""
+        if self.protocol == "none":
+            return self.seq_len, f"the lookback seq_len={self.seq_len}"
+        return (
+            self.seq_len + self.pred_len,
+            f"lookback seq_len={self.seq_len} + horizon pred_len={self.pred_len}",
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self._is_setup:
@@ -261,7 +278,7 @@ class ForecastDataModule(pl.LightningDataModule):
                 )
             values = self.scaler.transform(values)
         dates = pd.DatetimeIndex(df[self.date_column])
-        freq = self.freq or infer_freq(dates[:1000]) or "h"
+        freq = self.freq or self.data_freq
         marks = time_features(dates, freq, self.timeenc)
         for split, (start, end) in zip(("train", "val", "test"), borders):
             if end > start:
@@ -271,10 +288,8 @@ class ForecastDataModule(pl.LightningDataModule):
                 self.dates[split] = dates[start:end]
         if self.predict_split == "future":
             # The step of the data itself: a CSV keeps Time-Series-Library's freq="h" for its time
-            # features whatever its real step, but its future timestamps must follow the data.
-            step = (
-                self.frame_info.freq if self.frame_info is not None else guess_freq(dates[-1000:])
-            )
+            # features whatever its real step, but its future timestamps follow the data.
+            step = self.data_freq
             future = pd.date_range(dates[-1], periods=self.pred_len + 1, freq=step)[1:]
             self.splits["future"] = FutureWindow(
                 values,
@@ -286,6 +301,26 @@ class ForecastDataModule(pl.LightningDataModule):
             )
             self.dates["future"] = future
         self._is_setup = True
+
+    def window_dates(self, split: str) -> np.ndarray:
+        """Timestamps of every window of ``split`` (after ``setup``), in loader order.
+
+        Returns:
+            ``[N, L + H]`` datetime64: the lookback's ``L`` timestamps, then the horizon's ``H``
+            (for ``"future"``: the last ``L`` of the data and the ``H`` after it).
+        """
+        self.setup()
+        if split not in self.splits:
+            raise DataError(
+                f"this data module has no {split!r} split (splits: {sorted(self.splits)})"
+            )
+        if split == "future":
+            frame = self.load_frame()
+            past = pd.DatetimeIndex(frame[self.date_column])[-self.seq_len :]
+            return past.append(self.dates["future"]).to_numpy()[None]
+        span = self.seq_len + self.pred_len
+        dates = self.dates[split].to_numpy()
+        return np.lib.stride_tricks.sliding_window_view(dates, span)[: len(self.splits[split])]
 
     @property
     def n_features(self) -> int:
@@ -339,5 +374,7 @@ class ForecastDataModule(pl.LightningDataModule):
         return {"scaler": state} if state else {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the scaler of ``state_dict`` (used instead of fitting one in ``setup``)."""
         if "scaler" in state:
             self.scaler = StandardScaler.from_state_dict(state["scaler"])
+            self._scaler_given = True

@@ -1,8 +1,14 @@
 """Checking forecasting data: CSV files and users' frames, wide or long, on a regular time grid.
 
-Both routes, a CSV file (``read_forecast_csv``, what ``ForecastDataModule`` reads) and a pandas
-frame (``prepare_frame``, what ``ForecastDataModule.from_frame`` and the ``Forecaster`` read), are
-checked here.
+Both routes, a CSV file (``read_forecast_csv``, what ``ForecastDataModule`` and ``mixerzoo fit``
+read) and a pandas frame (``prepare_frame``, what ``ForecastDataModule.from_frame`` and the
+``Forecaster`` read), go through the same checks with the same messages: parseable timestamps
+(a bad one is named by its row), no duplicates, a regular grid shared by every series (gaps and
+off-grid timestamps are errors that say where they are; ``fill=`` resamples onto the grid and
+fills them), numeric values, no NaNs unless ``fill`` is given, and enough rows.
+
+The grid's step is the caller's ``freq`` for frames (``None`` infers it), and always inferred from
+the timestamps for CSV files (a data module's ``freq`` only chooses the time features there).
 """
 
 from __future__ import annotations
@@ -27,25 +33,77 @@ def read_forecast_csv(
     target: str | None = "OT",
     fill: str | None = None,
 ) -> pd.DataFrame:
-    """Read and validate a forecasting CSV (a date column plus numeric variables).
+    """Read and check a forecasting CSV (a date column plus numeric variables).
 
     Args:
         path: CSV file.
         date_column: name of the timestamp column.
         target: column that must exist (moved last); ``None`` skips the check.
-        fill: what to do with missing values: ``None`` (raise), ``"ffill"`` (forward then backward
-            fill), ``"interpolate"`` (linear in time) or ``"zero"``.
+        fill: ``None`` makes gaps, off-grid timestamps and NaNs errors; ``"ffill"`` (forward then
+            backward fill), ``"interpolate"`` (linear in time) or ``"zero"`` resample onto the
+            regular grid and fill them.
 
     Returns:
-        Frame with ``date_column`` parsed to datetimes first, the other variables after it and the
-        target last.
+        Frame with ``date_column`` parsed to datetimes first (sorted, regular, unique), the other
+        variables after it and the target last.
 
     Raises:
-        DataError: missing date column, unparseable dates, non-numeric columns, NaNs with
-            ``fill=None``, or a missing target column; the message says what to change.
+        DataError: an empty or header-only file, a missing date column, unparseable dates (the
+            row is named), duplicates, gaps or off-grid timestamps without ``fill``, non-numeric
+            columns, NaNs without ``fill``, or a missing target column; the message names the
+            file and says what to change.
     """
-    df = pd.read_csv(path)
-    return validate_frame(df, source=str(path), date_column=date_column, target=target, fill=fill)
+    return load_forecast_csv(path, date_column, target, fill)[0]
+
+
+def load_forecast_csv(
+    path: str | os.PathLike,
+    date_column: str = "date",
+    target: str | None = "OT",
+    fill: str | None = None,
+    min_length: int = 2,
+    min_length_reason: str = "",
+) -> tuple[pd.DataFrame, FrameInfo]:
+    """``read_forecast_csv`` that also returns the ``FrameInfo`` (the grid's step in ``freq``).
+
+    Args:
+        path, date_column, target, fill: as :func:`read_forecast_csv`.
+        min_length: fewest timestamps the file needs.
+        min_length_reason: why (for the error message).
+    """
+    source = str(path)
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"{source}: the file is empty (0 bytes); a forecasting CSV has a header line (the "
+            f"date column, then the variables) and one line per timestamp"
+        ) from None
+    if len(df) == 0:
+        raise DataError(
+            f"{source}: a header ({', '.join(map(str, df.columns))}) and no rows; add one line "
+            f"per timestamp"
+        )
+    wide, info = prepare_frame(
+        df,
+        date_column=date_column,
+        fill=fill,
+        min_length=min_length,
+        min_length_reason=min_length_reason,
+        source=source,
+        freq_from="data",
+        line_numbers=True,
+    )
+    if target is not None:
+        if target not in info.columns:
+            raise DataError(
+                f"{source}: target column {target!r} not found; columns are "
+                f"{list(info.columns)}. Pass target=<column name>."
+            )
+        columns = (*(c for c in info.columns if c != target), target)
+        wide = wide[[date_column, *columns]]
+        info = FrameInfo(info.layout, info.freq, columns, info.date_name)
+    return wide, info
 
 
 def validate_frame(
@@ -62,17 +120,7 @@ def validate_frame(
             f"Forecasting CSVs need a timestamp column: rename it to {date_column!r} or pass "
             f"date_column=<its name>."
         )
-    try:
-        dates = pd.to_datetime(df[date_column])
-    except (ValueError, TypeError) as err:
-        raise DataError(
-            f"{source}: column {date_column!r} does not parse as dates ({err})"
-        ) from None
-    if dates.isna().any():
-        raise DataError(
-            f"{source}: {int(dates.isna().sum())} missing timestamps in {date_column!r} "
-            f"(first at row {int(np.flatnonzero(dates.isna())[0])}); remove or fill those rows"
-        )
+    dates = pd.Series(_parse_dates(df[date_column], date_column, source), index=df.index)
     values = df.drop(columns=[date_column])
     _check_numeric(values, source, date_column)
     if target is not None and target not in values.columns:
@@ -145,15 +193,35 @@ def _show(stamps: Sequence, k: int = 3) -> str:
     return shown + (f", ... ({len(stamps)} in all)" if len(stamps) > k else "")
 
 
-def _parse_dates(raw: pd.Series | pd.Index, name: Hashable, source: str) -> pd.DatetimeIndex:
+def _parse_dates(
+    raw: pd.Series | pd.Index, name: Hashable, source: str, line_numbers: bool = False
+) -> pd.DatetimeIndex:
+    """Timestamps of ``raw``; an unparseable or missing one is an error naming its row (and,
+    with ``line_numbers``, its line in a CSV file whose first line is the header)."""
+
+    def where(row: int) -> str:
+        return f"row {row}" + (f" (line {row + 2} of the file)" if line_numbers else "")
+
     try:
         dates = pd.DatetimeIndex(pd.to_datetime(raw))
     except (ValueError, TypeError) as err:
+        texts = np.asarray(raw, dtype=object)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = pd.to_datetime(pd.Series(texts), errors="coerce")
+        bad = np.flatnonzero(parsed.isna().to_numpy() & ~pd.isna(texts))
+        if len(bad):
+            row = int(bad[0])
+            raise DataError(
+                f"{source}: {name!r} {where(row)}: {texts[row]!r} is not a date ({err}); correct "
+                f"or remove that row"
+            ) from None
         raise DataError(f"{source}: {name!r} does not parse as dates ({err})") from None
     if dates.isna().any():
         raise DataError(
-            f"{source}: {int(dates.isna().sum())} missing timestamps in {name!r} (first at row "
-            f"{int(np.flatnonzero(dates.isna())[0])}); remove those rows or give them a date"
+            f"{source}: {int(dates.isna().sum())} missing timestamps in {name!r} (first at "
+            f"{where(int(np.flatnonzero(dates.isna())[0]))}); remove those rows or give them a "
+            f"date"
         )
     return dates
 
@@ -183,14 +251,29 @@ def guess_freq(dates: pd.DatetimeIndex) -> str:
     if len(dates) >= 2:
         step = Counter(np.diff(dates.asi8).tolist()).most_common(1)[0][0]
         return pd.tseries.frequencies.to_offset(pd.Timedelta(step, unit=dates.unit)).freqstr
-    raise DataError("cannot tell the frequency from a single timestamp; pass freq=<pandas alias>")
+    raise DataError("cannot tell the time step from a single timestamp; give at least two")
+
+
+# Where the grid's step comes from, for the hint of an irregular-timestamps error.
+_FREQ_FROM = ("argument", "data", "model")
 
 
 def _regularize(
-    dates: pd.DatetimeIndex, values: pd.DataFrame, freq: str | None, fill: str | None, source: str
+    dates: pd.DatetimeIndex,
+    values: pd.DataFrame,
+    freq: str | None,
+    fill: str | None,
+    source: str,
+    freq_from: str = "argument",
 ) -> tuple[str, pd.DatetimeIndex, pd.DataFrame]:
     """Check that ``dates`` (sorted, unique) lie on a regular grid; with ``fill``, resample onto
-    it (mean of the values in each step; the new empty steps are NaN, filled later)."""
+    it (mean of the values in each step; the new empty steps are NaN, filled later).
+
+    ``freq_from`` says where ``freq`` comes from, so that the error names something the user can
+    change: ``"argument"`` (the caller's ``freq=``, ``None`` infers it), ``"data"`` (always
+    inferred, no option: CSV files) or ``"model"`` (the step a trained model works at). With an
+    inferred step the message is the same for every route.
+    """
     step = freq or guess_freq(dates)
     try:
         offset = pd.tseries.frequencies.to_offset(step)
@@ -214,16 +297,25 @@ def _regularize(
                 f"{dates.get_loc(off_grid[0])}: {_show(off_grid)}"
             )
         own = guess_freq(dates) if freq is not None else None
-        hint = (
-            f" The timestamps look regular at {own!r}: pass freq={own!r}."
-            if own and pd.tseries.frequencies.to_offset(own) != offset
-            else ""
-        )
+        if own is not None and pd.tseries.frequencies.to_offset(own) == offset:
+            own = None
+        grid_name = f"the {offset.freqstr!r} grid"
+        if freq_from == "model":
+            hint = (
+                f" The model was trained on {offset.freqstr!r} data"
+                + (f" and these look regular at {own!r}" if own else "")
+                + f": give timestamps at that step (e.g. df.resample({offset.freqstr!r}).mean()),"
+                f" or pass fill='interpolate' (or 'ffill', 'zero') to resample onto {grid_name}."
+            )
+        else:
+            hint = f" The timestamps look regular at {own!r}: pass freq={own!r}." if own else ""
+            hint += (
+                f" Pass fill='interpolate' (or 'ffill', 'zero') to resample onto {grid_name} and "
+                f"fill the gaps."
+            )
         raise DataError(
             f"{source}: timestamps are not regular at frequency {offset.freqstr!r}: "
-            f"{'; '.join(where)}.{hint} Pass fill='interpolate' (or 'ffill', 'zero') to resample "
-            f"onto the {offset.freqstr!r} grid and fill the gaps, or freq=<pandas alias> if the "
-            f"step is a different one."
+            f"{'; '.join(where)}.{hint}"
         )
     frame = values.set_index(dates)
     if len(off_grid):
@@ -234,7 +326,11 @@ def _regularize(
 
 
 def _wide_parts(
-    df: pd.DataFrame, date_column: str, long_columns: tuple[str, str, str], source: str
+    df: pd.DataFrame,
+    date_column: str,
+    long_columns: tuple[str, str, str],
+    source: str,
+    line_numbers: bool = False,
 ):
     if date_column in df.columns:
         if isinstance(df.index, pd.DatetimeIndex):
@@ -248,18 +344,23 @@ def _wide_parts(
     else:
         id_column, time_column, value_column = long_columns
         raise DataError(
-            f"{source}: no timestamps; columns are {list(df.columns)}. Give the frame a "
-            f"DatetimeIndex or a {date_column!r} column (or pass date_column=<its name>), or use "
-            f"the long format with columns {id_column!r}, {time_column!r}, {value_column!r}."
+            f"{source}: no date column {date_column!r}; columns are {list(df.columns)}. Name the "
+            f"timestamp column {date_column!r} or pass date_column=<its name> (a frame may also "
+            f"have a DatetimeIndex, or the long format with columns {id_column!r}, "
+            f"{time_column!r}, {value_column!r})."
         )
-    dates = _parse_dates(raw, name if name is not None else "index", source)
+    dates = _parse_dates(raw, name if name is not None else "index", source, line_numbers)
     values = values.reset_index(drop=True)
     _check_numeric(values, source, name)
     if dates.has_duplicates:
+        repeated = dates.duplicated(keep=False)
         dup = dates[dates.duplicated()].unique()
+        rows = np.flatnonzero(repeated & (dates == dup[0]))
+        more = f", and {len(dup) - 1} more: {_show(dup[1:])}" if len(dup) > 1 else ""
         raise DataError(
-            f"{source}: duplicate timestamps {_show(dup)}; aggregate them (e.g. "
-            f"df.groupby(level=0).mean()) or drop them"
+            f"{source}: duplicate timestamps {dup[0]} (rows "
+            f"{', '.join(map(str, rows[:-1]))} and {rows[-1]}){more}; keep one row per timestamp "
+            f"(drop the repeats or average them)"
         )
     if not dates.is_monotonic_increasing:
         order = np.argsort(dates.asi8, kind="stable")
@@ -337,9 +438,11 @@ def prepare_frame(
     value_column: str = "y",
     freq: str | None = None,
     fill: str | None = None,
-    min_length: int = 1,
+    min_length: int = 2,
     min_length_reason: str = "",
     source: str = "frame",
+    freq_from: str = "argument",
+    line_numbers: bool = False,
 ) -> tuple[pd.DataFrame, FrameInfo]:
     """Check a user's frame and turn it into the wide frame the data module reads.
 
@@ -357,9 +460,13 @@ def prepare_frame(
         fill: ``None`` rejects gaps and NaNs; ``"ffill"``, ``"interpolate"`` or ``"zero"`` resample
             onto the regular grid (the mean of the values falling in each step) and fill the
             missing values and timestamps so.
-        min_length: fewest timestamps each series needs.
+        min_length: fewest timestamps each series needs (at least two: one time step).
         min_length_reason: why (for the error message).
         source: name of the data in error messages.
+        freq_from: where ``freq`` comes from, for the hint of an irregular-grid error:
+            ``"argument"`` (the caller's option), ``"data"`` (inferred, a CSV file) or
+            ``"model"`` (the step a trained model works at).
+        line_numbers: name a bad date's line in a CSV file besides its row.
 
     Returns:
         ``(wide, info)``: ``wide`` has ``date_column`` (sorted, regular, unique) first and one
@@ -372,6 +479,8 @@ def prepare_frame(
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if freq_from not in _FREQ_FROM:
+        raise ValueError(f"freq_from must be one of {_FREQ_FROM}, got {freq_from!r}")
     _check_fill(fill)
     if len(df) == 0:
         raise DataError(f"{source}: the frame is empty")
@@ -386,13 +495,18 @@ def prepare_frame(
     else:
         layout = "wide"
         dates, values, date_name = _wide_parts(
-            df, date_column, (id_column, time_column, value_column), source
+            df, date_column, (id_column, time_column, value_column), source, line_numbers
         )
     if date_column in values.columns:
         raise DataError(f"{source}: a series is named {date_column!r}, the date column; rename it")
-    freq, dates, values = _regularize(dates, values, freq, fill, source)
+    reason = f" ({min_length_reason})" if min_length_reason else ""
+    if len(dates) < 2:
+        raise DataError(
+            f"{source}: one timestamp ({dates[0]}) only; a series needs at least "
+            f"{max(min_length, 2)}{reason or ' (two for a time step)'}"
+        )
+    freq, dates, values = _regularize(dates, values, freq, fill, source, freq_from)
     if len(dates) < min_length:
-        reason = f" ({min_length_reason})" if min_length_reason else ""
         raise DataError(
             f"{source}: the series have {len(dates)} timestamps, fewer than the {min_length} "
             f"needed{reason}; use shorter windows or more data"

@@ -98,9 +98,9 @@ class FutureWindow(Dataset):
 
     Its item has the keys of ``ForecastWindows``: ``x [L, C]`` and ``x_mark [L, F]`` are the last
     ``L`` rows; ``y [label_len + H, C]`` is the known start token (the last ``label_len`` rows)
-    followed by ``H`` zeros standing for the unknown future, and ``y_mark`` the time features of the
-    start token and of the ``H`` future timestamps (so that the task's decoder input is the usual
-    one; the zeros are never a target).
+    followed by ``H`` NaNs, the unknown future, and ``y_mark`` the time features of the start token
+    and of the ``H`` future timestamps. The task's decoder input is the usual one (the start token,
+    then zeros: the NaNs never reach a model), and a NaN horizon tells it there is no truth.
     """
 
     def __init__(
@@ -126,7 +126,7 @@ class FutureWindow(Dataset):
         self.item = {
             "x": data,
             "x_mark": marks,
-            "y": torch.cat([data[start:], data.new_zeros(pred_len, data.shape[1])]),
+            "y": torch.cat([data[start:], data.new_full((pred_len, data.shape[1]), torch.nan)]),
             "y_mark": torch.cat([marks[start:], future]),
         }
 
