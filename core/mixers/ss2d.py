@@ -153,66 +153,60 @@ class SS2D(Mixer):
         """The four directional selective scans of ``x [B, H, W, E]`` merged back to the grid.
 
         ``mask [B, H, W]`` (bool) marks real positions; padded ones are identity steps.
+
+        Everything is kept time-major (``[B, L, K, ...]`` in memory): the scan works on time-major
+        tensors, so the ``[B, K*E, L]`` arguments are transposed views and need no copy.
         """
         b, h, w, e = x.shape
         k, n, r = self.directions, self.d_state, self.dt_rank
         traverse = atrous_scan if self.scan == "atrous" else cross_scan
-        xs = traverse(x)  # [B, K, L, E]
-        length = xs.shape[2]
-        x_dbl = torch.einsum("bkle,kce->bkcl", xs, self.x_proj_weight)
-        dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=2)
-        dts = torch.einsum("bkrl,ker->bkel", dts, self.dt_projs_weight)
-        flags = None
-        if mask is not None:
-            flags = traverse(mask.unsqueeze(-1).to(x.dtype))[..., 0] > 0.5  # [B, K, L]
-            # Directions are folded into channels; the scan takes one flag per (row, step), so
-            # the directions become rows: [B*K, E, L].
-            flags = flags.reshape(b * k, length)
-        u = xs.permute(0, 1, 3, 2)  # [B, K, E, L]
+        xs = traverse(x).transpose(1, 2).contiguous()  # [B, L, K, E]
+        length = xs.shape[1]
+        x_dbl = torch.einsum("blke,kce->blkc", xs, self.x_proj_weight)
+        dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=-1)
+        dts = torch.einsum("blkr,ker->blke", dts, self.dt_projs_weight)
         A = -torch.exp(self.A_logs.float())
-        if flags is None:
+        if mask is None:
             y = selective_scan(
-                u.reshape(b, k * e, length),
-                dts.reshape(b, k * e, length),
+                xs.reshape(b, length, k * e).transpose(1, 2),
+                dts.reshape(b, length, k * e).transpose(1, 2),
                 A,
-                Bs.contiguous(),
-                Cs.contiguous(),
+                Bs.permute(0, 2, 3, 1),
+                Cs.permute(0, 2, 3, 1),
                 D=self.Ds.float(),
                 delta_bias=self.dt_projs_bias.reshape(-1).float(),
                 delta_softplus=True,
                 backend=self.backend,
-            ).view(b, k, e, length)
+            )  # [B, K*E, L]
+            y = y.transpose(1, 2).reshape(b, length, k, e)
         else:
-            # With a mask the directions run as separate rows (each has its own flags); the
-            # per-direction parameters are then selected by the row's direction.
-            y = self._scan_rows(u, dts, Bs, Cs, A, flags)
-        y = y.permute(0, 1, 3, 2)  # [B, K, L, E]
+            flags = traverse(mask.unsqueeze(-1).to(x.dtype))[..., 0] > 0.5  # [B, K, L]
+            y = self._scan_directions(xs, dts, Bs, Cs, A, flags)
         merge = atrous_merge if self.scan == "atrous" else cross_merge
-        return merge(y, h, w)
+        return merge(y.transpose(1, 2), h, w)
 
-    def _scan_rows(self, u, dts, Bs, Cs, A, flags) -> torch.Tensor:
-        b, k, e, length = u.shape
-        outs = []
+    def _scan_directions(self, xs, dts, Bs, Cs, A, flags) -> torch.Tensor:
+        """One scan per direction, each with its own padding flags ``[B, L]`` (masked 1-D use)."""
+        b, length, k, e = xs.shape
         a_k = A.view(k, e, -1)
         d_k = self.Ds.float().view(k, e)
         bias_k = self.dt_projs_bias.float()
-        flags = flags.view(b, k, length)
-        for i in range(k):
-            outs.append(
-                selective_scan(
-                    u[:, i],
-                    dts[:, i],
-                    a_k[i],
-                    Bs[:, i].contiguous(),
-                    Cs[:, i].contiguous(),
-                    D=d_k[i],
-                    delta_bias=bias_k[i],
-                    delta_softplus=True,
-                    backend=self.backend,
-                    mask=flags[:, i],
-                )
-            )
-        return torch.stack(outs, dim=1)
+        outs = [
+            selective_scan(
+                xs[:, :, i].transpose(1, 2),
+                dts[:, :, i].transpose(1, 2),
+                a_k[i],
+                Bs[:, :, i].transpose(1, 2),
+                Cs[:, :, i].transpose(1, 2),
+                D=d_k[i],
+                delta_bias=bias_k[i],
+                delta_softplus=True,
+                backend=self.backend,
+                mask=flags[:, i],
+            ).transpose(1, 2)
+            for i in range(k)
+        ]
+        return torch.stack(outs, dim=2)  # [B, L, K, E]
 
     def _out(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.out_norm(y.to(z.dtype)) * z)
