@@ -15,7 +15,7 @@ counts) owns the classification parts, each through timm's or torchmetrics' own 
   from the trainer's epochs and batches);
 - ``predict`` writes, per image, the file, its label and the top-k classes and probabilities
   (``predictions.csv``) and, for labelled images, the confusion matrix (``confusion_matrix.png``,
-  torchmetrics' plot) — :class:`ClassificationWriter`.
+  torchmetrics' ``MulticlassConfusionMatrix``) — :class:`ClassificationWriter`.
 
 Logged: ``train_loss``; ``val_loss``, ``val_acc1``, ``val_acc5``; ``test_loss``, ``test_acc1``,
 ``test_acc5`` (accuracies in ``[0, 1]``).
@@ -351,10 +351,20 @@ class ClassificationWriter(PredictionWriter):
 
         metric = MulticlassConfusionMatrix(num_classes=len(classes))
         metric.update(torch.as_tensor(pred), torch.as_tensor(target))
+        counts = metric.compute().numpy()  # [true, predicted]
         size = max(4.0, 0.5 * len(classes) + 2)
         fig, ax = plt.subplots(figsize=(size, size))
-        labels = classes if len(classes) <= 50 else None
-        metric.plot(ax=ax, labels=labels)
+        ax.imshow(counts, cmap="Blues")
+        ticks = range(len(classes))
+        if len(classes) <= 50:
+            ax.set_xticks(ticks, classes, rotation=90)
+            ax.set_yticks(ticks, classes)
+            if len(classes) <= 20:
+                for i in ticks:
+                    for j in ticks:
+                        ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=8)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
         accuracy = float((pred == target).mean())
         ax.set_title(f"confusion matrix ({len(target)} images, top-1 {accuracy:.2%})")
         path = out_dir / "confusion_matrix.png"

@@ -208,3 +208,22 @@ def test_large_patch14_has_a_16x16_grid_at_224():
     model = ViR(img_size=224, patch_size=14, embed_dim=32, depth=1, num_heads=4)
     assert model.grid_size == (16, 16) and model.pos_embed.shape == (1, 256, 32)
     assert math.isclose(vir_decays(16)[-1], 1 - 1 / 512)
+
+
+def test_weights_from_a_local_file(tmp_path):
+    args = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5)
+    torch.manual_seed(0)
+    source = timm.create_model("mixerzoo_vir_small", **args).eval()
+    path = tmp_path / "vir.pth"
+    torch.save(source.state_dict(), path)
+    x = torch.randn(1, 3, 32, 32)
+    # The file's head has 5 classes: say so in the overlay, or timm drops it (as for any model).
+    overlay = timm.create_model(
+        "mixerzoo_vir_small",
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=path, num_classes=5),
+        **args,
+    ).eval()
+    from_ckpt = timm.create_model("mixerzoo_vir_small", checkpoint_path=str(path), **args).eval()
+    with torch.no_grad():
+        assert torch.equal(overlay(x), source(x)) and torch.equal(from_ckpt(x), source(x))
