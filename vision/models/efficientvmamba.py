@@ -97,6 +97,8 @@ class EVSSBlock(nn.Module):
         kwargs = dict(mixer_kwargs or {})
         if mixer == "ss2d":
             kwargs.setdefault("scan", "atrous")
+        elif mixer == "gated_cnn":
+            kwargs.setdefault("conv_dims", 2)  # its native 2-D form
         self.norm = make_norm("layernorm", dim, _NORM_EPS)
         self.mixer = create_mixer(mixer, dim, **kwargs)
         self.conv_branch = nn.Sequential(
