@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mixerzoo.core.ops.linear_scan.chunk import scan_sweep
+from mixerzoo.core.ops.linear_scan.chunk import cpu_ops_threads, scan_sweep
 
 __all__ = ["selective_scan_chunk", "SEGMENT_ELEMENTS"]
 
@@ -96,6 +96,12 @@ class _SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y, grad_last):
+        # One intra-op thread on an oversubscribed CPU (see linear_scan.chunk.cpu_ops_threads).
+        with cpu_ops_threads(ctx.saved_tensors[0].device):
+            return _SelectiveScanFn._backward(ctx, grad_y, grad_last)
+
+    @staticmethod
+    def _backward(ctx, grad_y, grad_last):
         delta, x, A_t, B, C, h_first = ctx.saved_tensors
         starts, seg, reset_row = [h_first, *ctx.later_starts], ctx.seg, ctx.reset_row
         batch, length, channels = delta.shape
@@ -190,6 +196,30 @@ def selective_scan_chunk(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked selective scan; same arguments and results as the naive reference."""
+    # One intra-op thread on an oversubscribed CPU (see linear_scan.chunk.cpu_ops_threads).
+    with cpu_ops_threads(u.device):
+        return _selective_scan_chunk(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, h0,
+            reset=reset, mask=mask,
+        )  # fmt: skip
+
+
+def _selective_scan_chunk(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    return_last_state: bool,
+    h0: torch.Tensor | None,
+    *,
+    reset: torch.Tensor | None,
+    mask: torch.Tensor | None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     dtype_in = u.dtype
     compute = torch.promote_types(u.dtype, torch.float32)
     u, delta, A = u.to(compute), delta.to(compute), A.to(compute)
