@@ -400,7 +400,8 @@ class ComplexUNet(nn.Module):
         dec_out = [channels] * (depth - 1) + [1]
         self.fsmn = ComplexFSMN(channels, layers=2, lorder=fsmn_order, axis="time")
         # Official registration: fsmn_enc[0] and fsmn_dec[depth-1], se_layers_dec[depth-2] exist
-        # but are never called (kept for parameter parity and checkpoint loading).
+        # but are never called, and se_layers_enc[depth-1]'s output is never read by a decoder
+        # (all kept for parameter parity and checkpoint loading).
         self.fsmn_enc = nn.ModuleList(
             ComplexFSMN(channels, 1, fsmn_order, "freq") for _ in range(depth)
         )

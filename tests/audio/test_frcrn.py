@@ -351,7 +351,8 @@ def test_mask_target_and_loss():
     parts["loss"].backward()
     assert torch.isfinite(parts["loss"])
     assert_close(parts["loss"], parts["mask_mse"] - parts["si_snr"])
-    unused = ("fsmn_enc.0.", "fsmn_dec.6.", "se_layers_dec.5.")  # never called, as officially
+    # never called or never read, as officially (the last encoder's SE output is no skip)
+    unused = ("fsmn_enc.0.", "fsmn_dec.6.", "se_layers_dec.5.", "se_layers_enc.6.")
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
