@@ -86,6 +86,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             y[:, s0:s1] = torch.matmul(C_row[:, s0:s1], states)
             h = states[:, -1].clone()
         ctx.seg = seg
+        ctx.device = delta.device
         ctx.reset_row = reset_row
         # Only the state entering each segment is kept; backward recomputes the rest.
         ctx.later_starts = starts[1:]
@@ -97,7 +98,7 @@ class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_last):
         # One intra-op thread on an oversubscribed CPU (see linear_scan.chunk.cpu_ops_threads).
-        with cpu_ops_threads(ctx.saved_tensors[0].device):
+        with cpu_ops_threads(ctx.device):
             return _SelectiveScanFn._backward(ctx, grad_y, grad_last)
 
     @staticmethod

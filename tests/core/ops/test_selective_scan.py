@@ -617,3 +617,22 @@ def test_mamba_ssm_errors_without_cuda_or_without_the_package(monkeypatch):
     monkeypatch.setenv("MIXERZOO_BACKEND", "mamba_ssm")
     with pytest.raises(ImportError, match="needs the optional package 'mamba_ssm'"):
         selective_scan(**args)
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunk"])
+def test_backward_under_activation_checkpointing(backend):
+    """Inside torch.utils.checkpoint (timm's set_grad_checkpointing) the backward unpacks its saved
+    tensors exactly once and gives the gradients of the plain run."""
+    from torch.utils.checkpoint import checkpoint
+
+    args = _inputs(2, 4, 3, 9)
+    plain = {k: v.clone().requires_grad_() for k, v in args.items()}
+    ckpt = {k: v.clone().requires_grad_() for k, v in args.items()}
+    selective_scan(**plain, delta_softplus=True, backend=backend).square().sum().backward()
+
+    def run(*values):
+        return selective_scan(**dict(zip(ckpt, values)), delta_softplus=True, backend=backend)
+
+    checkpoint(run, *ckpt.values(), use_reentrant=False).square().sum().backward()
+    for name in args:
+        assert_close(ckpt[name].grad, plain[name].grad, msg=f"grad of {name}")
