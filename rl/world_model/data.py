@@ -18,6 +18,7 @@ Episode file: ``obs`` ``uint8 [T + 1, H, W, C]`` (the first frame and one per st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -251,7 +252,8 @@ class WorldModelDataModule(pl.LightningDataModule):
 
     Training, validation and test episodes are separate collections (seeds ``seed + i``,
     ``seed + 1_000_000 + i`` and ``seed + 2_000_000 + i``) under
-    ``root/<env>-<policy>-seed<seed>/{train,val,test}``; they are collected by ``prepare_data``
+    ``root/<env>-<policy>-seed<seed>-<hash of env_kwargs>/{train,val,test}``; they are collected
+    by ``prepare_data``
     when missing and reused otherwise. Validation and test windows start at each episode's first
     frame.
 
@@ -292,8 +294,11 @@ class WorldModelDataModule(pl.LightningDataModule):
         super().__init__()
         self.env = env
         self.env_kwargs = dict(env_kwargs or {})
+        # Environment arguments are part of the folder name (a short hash), so that episodes of
+        # differently configured environments never share a folder.
+        digest = hashlib.sha1(json.dumps(self.env_kwargs, sort_keys=True).encode()).hexdigest()
         self.root = default_replay_root() if root is None else Path(root)
-        self.root = self.root / f"{env}-{policy}-seed{seed}"
+        self.root = self.root / f"{env}-{policy}-seed{seed}-{digest[:8]}"
         self.train_episodes, self.val_episodes = train_episodes, val_episodes
         self.test_episodes = test_episodes
         self.policy, self.seed = policy, seed
