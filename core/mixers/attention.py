@@ -23,7 +23,7 @@ from torch import nn
 
 from mixerzoo.core.layers import merge_heads, split_heads
 from mixerzoo.core.layers.sequence import check_mask, segment_ids
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.attention import dot_product_attention
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
@@ -92,8 +92,8 @@ class Attention(Mixer):
         *,
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
+        reset: Flags = None,
+        mask: Flags = None,
     ) -> tuple[torch.Tensor, KVCache | None]:
         self.check_input(x)
         mask = self.check_mask(mask, x)

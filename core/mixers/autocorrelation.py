@@ -28,9 +28,9 @@ The mixer is bidirectional (``causal=False``): the circular correlation looks at
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.autocorrelation import (  # noqa: F401  (public API)
     auto_correlation,
     period_correlation,
@@ -113,16 +113,9 @@ class AutoCorrelation(Mixer):
         return self.out_proj(out.reshape(b, length, self.d_model))
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        self.check_input(x)
-        self.check_mask(mask, x)
-        self.check_reset(reset, x)
+        self, x: Tensor, state: None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, None]:
+        self.check_args(x, reset, mask)  # refuses a reset and a mask
         if state is not None:
             raise ValueError(
                 "AutoCorrelation looks at the whole series and takes no state; pass state=None"

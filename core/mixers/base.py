@@ -51,6 +51,10 @@ from mixerzoo.core.validation import check_tensor
 __all__ = ["Mixer"]
 
 
+#: The optional ``[B, T]`` bool flags of ``forward``'s ``reset=`` and ``mask=``.
+Flags = torch.Tensor | None
+
+
 class Mixer(nn.Module):
     """Base class of all sequence mixers (see the module docstring for the contract).
 
@@ -71,12 +75,7 @@ class Mixer(nn.Module):
         self.d_model = d_model
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: Any = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
+        self, x: torch.Tensor, state: Any = None, *, reset: Flags = None, mask: Flags = None
     ) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
@@ -124,6 +123,12 @@ class Mixer(nn.Module):
                 f".double() for float64)"
             )
         return x
+
+    def check_args(self, x: torch.Tensor, reset: Any, mask: Any) -> tuple[Flags, Flags]:
+        """``check_input``, ``check_reset`` and ``check_mask`` at once (the start of ``forward``);
+        returns the normalised ``(reset, mask)``."""
+        self.check_input(x)
+        return self.check_reset(reset, x), self.check_mask(mask, x)
 
     def check_step_input(self, x_t: torch.Tensor) -> torch.Tensor:
         """Validate a single-token input ``x_t [B, d_model]`` with a clear error."""

@@ -40,9 +40,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.companion import (
     companion_apply,
     companion_krylov,
@@ -129,16 +129,9 @@ class CompanionSSM(Mixer):
         return u * self.d if self.d is not None else 0.0
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: torch.Tensor | None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(x)
-        reset = self.check_reset(reset, x)
-        mask = self.check_mask(mask, x)
+        self, x: Tensor, state: Tensor | None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, Tensor]:
+        reset, mask = self.check_args(x, reset, mask)
         if reset is not None or mask is not None:
             return self._recurrence(x, state, reset, mask)
         bsz, t, _ = x.shape

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers.conv import causal_depthwise_conv1d
 from mixerzoo.core.layers.sequence import Compaction
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.mixers.gated_attention import FFConvM, zero_padding
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
@@ -116,15 +116,9 @@ class FSMN(Mixer):
         self.memory_weight = nn.Parameter(conv.weight.detach().squeeze(1).clone())
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: torch.Tensor | None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        self.check_input(x)
-        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
+        self, x: Tensor, state: Tensor | None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, Tensor | None]:
+        reset, mask = self.check_args(x, reset, mask)
         p = self.project(F.relu(self.linear(x)))
         if not self.causal:
             if state is not None:
@@ -285,18 +279,11 @@ class GatedFSMN(Mixer):
         self.conv2 = nn.Linear(c, d_model)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        self.check_input(x)
+        self, x: Tensor, state: None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, None]:
+        _, mask = self.check_args(x, reset, mask)
         if state is not None:
             raise ValueError("GatedFSMN is bidirectional and takes no state; pass state=None")
-        self.check_reset(reset, x)
-        mask = self.check_mask(mask, x)
         compaction = Compaction(mask) if mask is not None else None
         valid = compaction.valid if compaction is not None else None
         if compaction is not None:

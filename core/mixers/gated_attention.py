@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.layers import make_norm, rotary_frequencies, rotate_pairs
 from mixerzoo.core.layers.sequence import Compaction
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
 
@@ -283,18 +283,11 @@ class GatedAttention(Mixer):
         self.attn_dropout = Dropout(dropout)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        self.check_input(x)
+        self, x: Tensor, state: None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, None]:
+        _, mask = self.check_args(x, reset, mask)
         if state is not None:
             raise ValueError("GatedAttention is bidirectional and takes no state; pass state=None")
-        self.check_reset(reset, x)
-        mask = self.check_mask(mask, x)
         # With padding: each row's real tokens first, mixed as the row alone would be.
         compaction = Compaction(mask) if mask is not None else None
         valid = compaction.valid if compaction is not None else None

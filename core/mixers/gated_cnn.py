@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers import get_activation
 from mixerzoo.core.layers.conv import causal_depthwise_conv1d
 from mixerzoo.core.layers.sequence import Compaction
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
 
@@ -112,17 +112,11 @@ class GatedCNN(Mixer):
         return self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: torch.Tensor | None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        self.check_input(x)
+        self, x: Tensor, state: Tensor | None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, Tensor | None]:
         if self.conv_dims != 1:
             raise ValueError("GatedCNN was built with conv_dims=2; call forward_2d(x [B, H, W, D])")
-        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
+        reset, mask = self.check_args(x, reset, mask)
         g, i, c = torch.split(self.fc1(x), self.split_sizes, dim=-1)
         k = self.kernel_size
         if self.causal:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers import head_norm, merge_heads, split_heads
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.gla import gla
 from mixerzoo.core.registry import register_mixer
 
@@ -92,15 +92,9 @@ class GatedLinearAttention(Mixer):
         self.out_proj = nn.Linear(value_width, d_model, bias=False)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: torch.Tensor | None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(x)
-        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
+        self, x: Tensor, state: Tensor | None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, Tensor]:
+        reset, mask = self.check_args(x, reset, mask)
         h = self.n_heads
         q = split_heads(self.q_proj(x), h) * self.d_key**-0.5
         k, v = split_heads(self.k_proj(x), h), split_heads(self.v_proj(x), h)

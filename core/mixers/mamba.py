@@ -44,10 +44,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers import CausalDepthwiseConv1d
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops import selective_scan
 from mixerzoo.core.registry import register_mixer
 
@@ -171,16 +171,9 @@ class Mamba(Mixer):
         return conv_state, ssm_state
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: MambaState | None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, MambaState]:
-        self.check_input(x)
-        reset = self.check_reset(reset, x)
-        mask = self.check_mask(mask, x)
+        self, x: Tensor, state: MambaState | None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, MambaState]:
+        reset, mask = self.check_args(x, reset, mask)
         conv_state = ssm_state = None
         if state is not None:
             conv_state, ssm_state = self._check_state(state, x.shape[0], "forward")
@@ -280,16 +273,9 @@ class BiMamba(Mixer):
         self.backward_mamba = Mamba(d_model, **kwargs)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        self.check_input(x)
-        self.check_reset(reset, x)  # refuses any reset: this mixer is not causal
-        mask = self.check_mask(mask, x)
+        self, x: Tensor, state: None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, None]:
+        _, mask = self.check_args(x, reset, mask)  # refuses any reset: this mixer is not causal
         if state is not None:
             raise ValueError(
                 "BiMamba reads the whole sequence in both directions and takes no state; pass "

@@ -33,10 +33,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers import CausalDepthwiseConv1d, head_norm, merge_heads, split_heads
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.mlstm import mlstm
 from mixerzoo.core.registry import register_mixer
 
@@ -150,14 +150,13 @@ class MLSTM(Mixer):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: Tensor,
         state: MLSTMMixerState | None = None,
         *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, MLSTMMixerState]:
-        self.check_input(x)
-        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
+        reset: Flags = None,
+        mask: Flags = None,
+    ) -> tuple[Tensor, MLSTMMixerState]:
+        reset, mask = self.check_args(x, reset, mask)
         b, t, _ = x.shape
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)

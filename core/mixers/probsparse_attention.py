@@ -29,10 +29,10 @@ prefix's output changes when the sequence grows. It is therefore not a streaming
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers import split_heads
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.probsparse import prob_sparse_attention, probsparse_counts  # noqa: F401  (public API)
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
@@ -137,16 +137,9 @@ class ProbSparseAttention(Mixer):
         return self.out_proj(out)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        self.check_input(x)
-        self.check_mask(mask, x)
-        self.check_reset(reset, x)
+        self, x: Tensor, state: None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, None]:
+        self.check_args(x, reset, mask)  # refuses a reset and a mask
         if state is not None:
             raise ValueError(
                 "ProbSparseAttention attends to the whole sequence and takes no state; pass state=None"

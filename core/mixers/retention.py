@@ -46,7 +46,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers import (
     head_norm,
@@ -55,7 +55,7 @@ from mixerzoo.core.layers import (
     rotate_pairs,
     split_heads,
 )
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.retention import retention, retnet_decays
 from mixerzoo.core.registry import register_mixer
 
@@ -204,14 +204,13 @@ class MultiScaleRetention(Mixer):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: Tensor,
         state: RetentionState | None = None,
         *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, RetentionState | None]:
-        self.check_input(x)
-        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
+        reset: Flags = None,
+        mask: Flags = None,
+    ) -> tuple[Tensor, RetentionState | None]:
+        reset, mask = self.check_args(x, reset, mask)
         b, t, _ = x.shape
         if state is None:
             s0, offset = None, torch.zeros(b, dtype=torch.long, device=x.device)

@@ -23,10 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers.sequence import Compaction, segment_ids
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
 
@@ -84,15 +84,9 @@ class _RecurrentMixer(Mixer):
         raise NotImplementedError
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: Any = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, Any]:
-        self.check_input(x)
-        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
+        self, x: Tensor, state: Any = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, Any]:
+        reset, mask = self.check_args(x, reset, mask)
         if state is not None:
             if not self.causal:
                 raise ValueError(

@@ -36,9 +36,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.linear_scan import linear_scan
 from mixerzoo.core.ops.s4d import s4d_discretize, s4d_scan
 from mixerzoo.core.registry import register_mixer
@@ -135,16 +135,9 @@ class S4D(Mixer):
         return F.glu(y, dim=-1) if self.glu else y
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: torch.Tensor | None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(x)
-        reset = self.check_reset(reset, x)
-        mask = self.check_mask(mask, x)
+        self, x: Tensor, state: Tensor | None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, Tensor]:
+        reset, mask = self.check_args(x, reset, mask)
         log_dA, dB, C = self.discrete_parameters()
         if reset is None and mask is None:
             y, state = s4d_scan(x, log_dA, dB, C, h0=state, backend=self.backend)

@@ -33,9 +33,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.linear_scan import linear_scan
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
@@ -157,17 +157,10 @@ class S5(Mixer):
         return self.value_proj(g) * torch.sigmoid(self.gate_proj(g))
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: torch.Tensor | None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(x)
+        self, x: Tensor, state: Tensor | None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, Tensor]:
+        reset, mask = self.check_args(x, reset, mask)
         bsz = x.shape[0]
-        reset = self.check_reset(reset, x)
-        mask = self.check_mask(mask, x)
         if state is not None:
             check_tensor(
                 "state", state, (bsz, self.d_state // 2), where="S5.forward", allow_complex=True

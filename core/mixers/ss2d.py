@@ -42,10 +42,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mixerzoo.core.layers.sequence import Compaction
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.selective_scan import selective_scan
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.scans import atrous_merge, atrous_scan, cross_merge, cross_scan
@@ -220,17 +220,11 @@ class SS2D(Mixer):
         return self._out(self._scan(self._conv(u)), z), None
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        self.check_input(x)
+        self, x: Tensor, state: None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, None]:
+        _, mask = self.check_args(x, reset, mask)
         if state is not None:
             raise ValueError("SS2D is bidirectional and takes no state; pass state=None")
-        reset, mask = self.check_reset(reset, x), self.check_mask(mask, x)
         if mask is None:
             y, _ = self.forward_2d(x.unsqueeze(1))
             return y.squeeze(1), None

@@ -60,9 +60,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from mixerzoo.core.mixers.base import Mixer
+from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.ops.ssm2d import ssm2d_scan
 from mixerzoo.core.registry import register_mixer
 from mixerzoo.core.validation import check_tensor
@@ -163,16 +163,10 @@ class SSM2D(Mixer):
         self.out_proj = nn.Linear(self.d_inner, d_model)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        state: State2D | None = None,
-        *,
-        reset: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, State2D]:
-        self.check_input(x)
-        self.check_reset(reset, x)  # refuses any reset: bidirectional across variates
-        mask = self.check_mask(mask, x)
+        self, x: Tensor, state: State2D | None = None, *, reset: Flags = None, mask: Flags = None
+    ) -> tuple[Tensor, State2D]:
+        # Refuses any reset: bidirectional across variates.
+        _, mask = self.check_args(x, reset, mask)
         y, state = self._forward4d(x.unsqueeze(2), state, mask)
         return y.squeeze(2), state
 
