@@ -25,16 +25,12 @@ threads and 8 ms with one (a plain Python loop: 88 ms). So the sweeps run their 
 intra-op thread, and use several threads, when PyTorch is allowed several, only for large time
 steps, by splitting the trailing values into contiguous blocks scanned side by side by a small
 thread pool (one synchronisation per sweep instead of one per operation; PyTorch releases the
-GIL inside its operations). The few large element-wise operations around the sweeps (the
-backward's products and sums) are parallel regions too: they run on one thread as well while the
-machine is oversubscribed (1-minute load average at least the number of cores, see
-:func:`cpu_ops_threads`), where a single ``[2, 256, 256]`` product took 0.4-0.7 s with 2 threads.
+GIL inside its operations).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,23 +76,6 @@ def _one_intra_op_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def _oversubscribed() -> bool:
-    """Whether the cores are all busy (1-minute load average >= cores; False where unknown)."""
-    try:
-        return os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except (AttributeError, OSError):
-        return False
-
-
-def cpu_ops_threads(device: torch.device) -> contextlib.AbstractContextManager:
-    """Context for the large operations of a CPU scan: one intra-op thread while the machine is
-    oversubscribed (a parallel region then waits for descheduled threads), PyTorch's setting
-    otherwise; nothing changes on other devices."""
-    if torch.device(device).type == "cpu" and _oversubscribed():
-        return _one_intra_op_thread()
-    return contextlib.nullcontext()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -270,11 +249,6 @@ class _LinearScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor):
-        with cpu_ops_threads(grad_h.device):
-            return _LinearScanFn._backward(ctx, grad_h)
-
-    @staticmethod
-    def _backward(ctx, grad_h: torch.Tensor):
         a, h, h0 = ctx.saved_tensors
         grad_h = grad_h.contiguous()
         a_conj = a.conj()
@@ -307,11 +281,10 @@ def linear_scan_chunk(
     """
     dtype = a.dtype
     compute = torch.promote_types(dtype, torch.float32)
-    with cpu_ops_threads(a.device):
-        a, b = a.to(compute), b.to(compute)
-        if h0 is not None:
-            h0 = h0.to(compute)
-        if reset is not None:
-            a = a.masked_fill(reset.view(*reset.shape, *(1,) * (a.dim() - 2)), 0)
-        h = _LinearScanFn.apply(a, b, h0)
-        return h.to(dtype), h[:, -1].to(dtype)
+    a, b = a.to(compute), b.to(compute)
+    if h0 is not None:
+        h0 = h0.to(compute)
+    if reset is not None:
+        a = a.masked_fill(reset.view(*reset.shape, *(1,) * (a.dim() - 2)), 0)
+    h = _LinearScanFn.apply(a, b, h0)
+    return h.to(dtype), h[:, -1].to(dtype)

@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mixerzoo.core.ops.linear_scan.chunk import cpu_ops_threads, scan_sweep
+from mixerzoo.core.ops.linear_scan.chunk import scan_sweep
 
 __all__ = ["selective_scan_chunk", "SEGMENT_ELEMENTS"]
 
@@ -86,7 +86,6 @@ class _SelectiveScanFn(torch.autograd.Function):
             y[:, s0:s1] = torch.matmul(C_row[:, s0:s1], states)
             h = states[:, -1].clone()
         ctx.seg = seg
-        ctx.device = delta.device
         ctx.reset_row = reset_row
         # Only the state entering each segment is kept; backward recomputes the rest.
         ctx.later_starts = starts[1:]
@@ -97,12 +96,6 @@ class _SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y, grad_last):
-        # One intra-op thread on an oversubscribed CPU (see linear_scan.chunk.cpu_ops_threads).
-        with cpu_ops_threads(ctx.device):
-            return _SelectiveScanFn._backward(ctx, grad_y, grad_last)
-
-    @staticmethod
-    def _backward(ctx, grad_y, grad_last):
         delta, x, A_t, B, C, h_first = ctx.saved_tensors
         starts, seg, reset_row = [h_first, *ctx.later_starts], ctx.seg, ctx.reset_row
         batch, length, channels = delta.shape
@@ -197,30 +190,6 @@ def selective_scan_chunk(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked selective scan; same arguments and results as the naive reference."""
-    # One intra-op thread on an oversubscribed CPU (see linear_scan.chunk.cpu_ops_threads).
-    with cpu_ops_threads(u.device):
-        return _selective_scan_chunk(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, h0,
-            reset=reset, mask=mask,
-        )  # fmt: skip
-
-
-def _selective_scan_chunk(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None,
-    z: torch.Tensor | None,
-    delta_bias: torch.Tensor | None,
-    delta_softplus: bool,
-    return_last_state: bool,
-    h0: torch.Tensor | None,
-    *,
-    reset: torch.Tensor | None,
-    mask: torch.Tensor | None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     dtype_in = u.dtype
     compute = torch.promote_types(u.dtype, torch.float32)
     u, delta, A = u.to(compute), delta.to(compute), A.to(compute)

@@ -1,8 +1,7 @@
 """The CPU path of linear_scan's sweeps: one intra-op thread inside a sweep (PyTorch's setting
 restored after), wide time steps split into column blocks scanned by a thread pool (same values
-as one sweep, forward and reverse, with a boundary state, under autograd too), the size-based
-choice between the chunked and the sequential sweep, and one thread for the large operations only
-on an oversubscribed machine."""
+as one sweep, forward and reverse, with a boundary state, under autograd too), and the
+size-based choice between the chunked and the sequential sweep."""
 
 from __future__ import annotations
 
@@ -72,22 +71,3 @@ def test_size_based_sweep_choice():
     want = linear_scan(a, b, backend="naive")[0]
     for chunk in (None, 1, 32, 300):
         assert_close(chunk_module.scan_sweep(a, b, chunk_size=chunk), want)
-
-
-@pytest.mark.parametrize("busy", [True, False])
-def test_large_ops_use_one_thread_only_on_an_oversubscribed_machine(two_threads, monkeypatch, busy):
-    monkeypatch.setattr(chunk_module, "_oversubscribed", lambda: busy)
-    with chunk_module.cpu_ops_threads(torch.device("cpu")):
-        assert torch.get_num_threads() == (1 if busy else 2)
-    assert torch.get_num_threads() == 2
-    # The scans give the same values either way (forward and gradients).
-    a = torch.rand(2, 40, 6, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(2, 40, 6, dtype=torch.float64, requires_grad=True)
-    h, _ = chunk_module.linear_scan_chunk(a, b)
-    h_ref, _ = linear_scan_naive(a, b)
-    assert_close(h, h_ref)
-    grads = torch.autograd.grad(h.sum(), [a, b])
-    grads_ref = torch.autograd.grad(h_ref.sum(), [a, b])
-    for got, want in zip(grads, grads_ref):
-        assert_close(got, want)
-    assert torch.get_num_threads() == 2
