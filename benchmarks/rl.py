@@ -96,6 +96,12 @@ def bench_speed(args) -> str:
     models["linear_scan alone (S5's recurrence, 128 complex modes)"] = lambda _: linear_scan(
         lam.expand_as(bu), bu
     )
+    # The floor a full_glu layer cannot go below on this machine: its four [H, H]-sized matrix
+    # products (input and output projections of the SSM, the GLU's value and gate) and nothing else.
+    weights = [torch.randn(width, width) / width**0.5 for _ in range(4)]
+    models["matrix products alone (one full_glu layer's 4 projections)"] = lambda inp: [
+        inp @ w for w in weights
+    ]
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
         for model in models.values():

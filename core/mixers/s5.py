@@ -166,7 +166,13 @@ class S5(Mixer):
                 "state", state, (bsz, self.d_state // 2), where="S5.forward", allow_complex=True
             )
         lam_bar, b_bar, c = self.discrete_parameters()
-        bu = torch.einsum("bth,ph->btp", x.to(b_bar.dtype), b_bar)
+        # Both projections as one real matrix product each (a complex product of the real input
+        # would cost four): the input one writes interleaved (re, im) pairs, read as complex
+        # without a copy; the output one takes 2 Re(C~ h) = 2 (C_re h_re - C_im h_im).
+        w_in = torch.view_as_real(b_bar).transpose(1, 2).reshape(-1, b_bar.shape[-1])
+        bu = torch.view_as_complex(
+            F.linear(x.to(w_in.dtype), w_in).unflatten(-1, (b_bar.shape[0], 2))
+        )
         decay = lam_bar.expand_as(bu)
         if mask is not None:
             # A padded step is the identity on the state: x_k = 1 * x_{k-1} + 0.
@@ -174,7 +180,8 @@ class S5(Mixer):
             decay = torch.where(keep, decay, torch.ones_like(decay))
             bu = torch.where(keep, bu, torch.zeros_like(bu))
         h, last = linear_scan(decay, bu, h0=state, reset=reset, backend=self.backend)
-        y = 2 * torch.einsum("btp,hp->bth", h, c).real
+        w_out = 2 * torch.stack((c.real, -c.imag), dim=-1).flatten(1)
+        y = F.linear(torch.view_as_real(h).flatten(-2), w_out)
         return self._output(y.to(x.dtype), x), last
 
     def step(

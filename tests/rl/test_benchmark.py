@@ -18,7 +18,7 @@ def test_speed_table(tmp_path):
     _bench().main(["--out", str(tmp_path), "speed", "--length", "64", "--repeats", "1"])
     table = (tmp_path / "speed.md").read_text()
     assert "| torch.nn.LSTM(256, 256) |" in table and "| S5, 4-layer stack (popjaxrl) |" in table
-    assert table.count("\n| ") == 7  # header, rule, 4 models, the scan alone
+    assert table.count("\n| ") == 8  # header, rule, 4 models, the scan and the products alone
 
 
 def test_ppo_table(tmp_path):
