@@ -38,52 +38,35 @@ On the CPU the kernels run only under ``TRITON_INTERPRET=1``.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from mixerzoo.core.ops.chunkwise_triton import (
+    SUPPORTED_DTYPES,
+    _blocks,
+    _grad_pass,
+    _output_pass,
+    _sequential_pass,
+    backward_passes,
+    check_inputs,
+    forward_passes,
+)
 from mixerzoo.core.ops.gla.chunk import apply_flags
-from mixerzoo.core.ops.linear_scan.triton import check_device
 
 __all__ = ["gla_triton", "SUPPORTED_DTYPES"]
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-# Decided at import, as triton.jit decides whether to interpret.
-_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
 
 @triton.jit
-def _chunk_masks(reset_ptr, t, mt, offs_t, HAS_RESET: tl.constexpr):
-    """Per chunk: the allowed pairs ``[BLOCK_T, BLOCK_T]`` (``s <= t`` in one segment), whether
-    the carried state reaches ``t`` (``first``), whether key ``s`` enters the chunk-end state
-    (``last``), and whether the carried state survives the chunk (``keep``)."""
-    causal = offs_t[:, None] >= offs_t[None, :]
-    if HAS_RESET:
-        seg = tl.cumsum(tl.load(reset_ptr + t, mask=mt, other=0).to(tl.int32), 0)
-        end = tl.max(seg, 0)
-        pairs = causal & (seg[:, None] == seg[None, :])
-        first = seg == 0
-        last = seg == end
-        keep = end == 0
-    else:
-        pairs = causal
-        first = offs_t >= 0
-        last = offs_t >= 0
-        keep = True
-    return pairs, first, last, keep
-
-
-@triton.jit
-def _gate_terms(g_ptr, t, mt, tk, mtk, offs_t, pairs, first, last, keep,
+def _gate_terms(gates, bh, c, t, mt, tk, mtk, offs_t, T, K, pairs, first, last, keep,
                 SCALAR: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr):  # fmt: skip
-    """Chunk-local decays: ``W`` (pairs; ``[T, T]`` or ``[T, T, K]``), ``e_read = exp(G)`` where
-    the carried state is read, ``e_write = exp(G_end - G)`` where a key enters the chunk-end
-    state, ``e_keep = exp(G_end)`` if the state survives the chunk (zeros elsewhere), and ``G``.
-    Per-head gates give ``[T]`` factors (broadcast as ``[T, 1]``), per-dimension gates ``[T, K]``.
-    Every exponent is masked before ``exp``."""
+    """The chunkwise design's terms (:mod:`mixerzoo.core.ops.chunkwise_triton`) from the
+    chunk-local cumulative log gates ``G``: ``W`` (pairs; ``[T, T]`` or ``[T, T, K]``),
+    ``e_read = exp(G)`` where the carried state is read, ``e_write = exp(G_end - G)`` where a key
+    enters the chunk-end state, ``e_keep = exp(G_end)`` if the state survives the chunk (zeros
+    elsewhere), and ``G``. Per-head gates give ``[T]`` factors (broadcast as ``[T, 1]``),
+    per-dimension gates ``[T, K]``. Every exponent is masked before ``exp``."""
+    g_ptr = gates[0] + bh * T * (1 if SCALAR else K)
     is_end = offs_t == BLOCK_T - 1
     if SCALAR:
         G = tl.cumsum(tl.load(g_ptr + t, mask=mt, other=0.0).to(ACC), 0)  # [BLOCK_T]
@@ -115,40 +98,11 @@ def _gla_state_kernel(
     DOT: tl.constexpr,
 ):  # fmt: skip
     """Forward, pass 1 (sequential over chunks): the state entering every chunk."""
-    bh = tl.program_id(0).to(tl.int64)
-    offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    mk = offs_k < K
-    mv = offs_v < V
-    mkv = mk[:, None] & mv[None, :]
-    kv = offs_k[:, None] * V + offs_v[None, :]
-    k_ptr += bh * T * K
-    v_ptr += bh * T * V
-    g_ptr += bh * T * (1 if SCALAR else K)
-    reset_ptr += (bh // H) * T
-    if HAS_H0:
-        S = tl.load(h0_ptr + bh * K * V + kv, mask=mkv, other=0.0).to(ACC)
-    else:
-        S = tl.zeros([BLOCK_K, BLOCK_V], dtype=ACC)
-    c = 0
-    # while, not range: the interpreter cannot take a loop bound known only at run time.
-    while c < NC:
-        tl.store(states_ptr + (bh * NC + c) * K * V + kv, S, mask=mkv)
-        t = c * BLOCK_T + offs_t
-        mt = t < T
-        tk = (t * K)[:, None] + offs_k[None, :]
-        mtk = mt[:, None] & mk[None, :]
-        k = tl.load(k_ptr + tk, mask=mtk, other=0.0).to(ACC)
-        v = tl.load(v_ptr + (t * V)[:, None] + offs_v[None, :],
-                    mask=mt[:, None] & mv[None, :], other=0.0).to(ACC)  # fmt: skip
-        pairs, first, last, keep = _chunk_masks(reset_ptr, t, mt, offs_t, HAS_RESET)
-        _, _, e_write, e_keep, _ = _gate_terms(
-            g_ptr, t, mt, tk, mtk, offs_t, pairs, first, last, keep, SCALAR, ACC, BLOCK_T
-        )
-        S = e_keep * S + tl.dot(tl.trans(k * e_write), v, input_precision=DOT)
-        c += 1
-    tl.store(final_ptr + bh * K * V + kv, S, mask=mkv)
+    _sequential_pass(
+        k_ptr, v_ptr, (g_ptr,), h0_ptr, reset_ptr, states_ptr, final_ptr, T, H, K, V, NC,
+        TERMS=_gate_terms, GATE=SCALAR, REVERSE=False, HAS_START=HAS_H0, HAS_RESET=HAS_RESET,
+        STORE_END=True, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K, BLOCK_V=BLOCK_V, ACC=ACC, DOT=DOT,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -161,35 +115,11 @@ def _gla_output_kernel(
     DOT: tl.constexpr,
 ):  # fmt: skip
     """Forward, pass 2 (one program per chunk): ``o = A v + (q exp(G)) S``."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_v = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
-    mk = offs_k < K
-    mv = offs_v < V
-    t = c * BLOCK_T + offs_t
-    mt = t < T
-    tk = (t * K)[:, None] + offs_k[None, :]
-    mtk = mt[:, None] & mk[None, :]
-    tv = (t * V)[:, None] + offs_v[None, :]
-    mtv = mt[:, None] & mv[None, :]
-    q = tl.load(q_ptr + bh * T * K + tk, mask=mtk, other=0.0).to(ACC)
-    k = tl.load(k_ptr + bh * T * K + tk, mask=mtk, other=0.0).to(ACC)
-    v = tl.load(v_ptr + bh * T * V + tv, mask=mtv, other=0.0).to(ACC)
-    S = tl.load(states_ptr + (bh * NC + c) * K * V + offs_k[:, None] * V + offs_v[None, :],
-                mask=mk[:, None] & mv[None, :], other=0.0)  # fmt: skip
-    pairs, first, last, keep = _chunk_masks(reset_ptr + (bh // H) * T, t, mt, offs_t, HAS_RESET)
-    W, e_read, _, _, _ = _gate_terms(
-        g_ptr + bh * T * (1 if SCALAR else K), t, mt, tk, mtk, offs_t, pairs, first, last, keep,
-        SCALAR, ACC, BLOCK_T,
+    _output_pass(
+        q_ptr, k_ptr, v_ptr, (g_ptr,), reset_ptr, states_ptr, o_ptr, T, H, K, V, NC,
+        TERMS=_gate_terms, GATE=SCALAR, SCALAR=SCALAR, HAS_RESET=HAS_RESET,
+        BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K, BLOCK_V=BLOCK_V, ACC=ACC, DOT=DOT,
     )  # fmt: skip
-    if SCALAR:
-        A = tl.dot(q, tl.trans(k), input_precision=DOT) * W
-    else:
-        A = tl.sum(q[:, None, :] * k[None, :, :] * W, axis=2)
-    o = tl.dot(A, v, input_precision=DOT) + tl.dot(q * e_read, S, input_precision=DOT)
-    tl.store(o_ptr + bh * T * V + tv, o.to(o_ptr.dtype.element_ty), mask=mtv)
 
 
 @triton.jit
@@ -206,40 +136,34 @@ def _gla_dstate_kernel(
     DOT: tl.constexpr,
 ):  # fmt: skip
     """Backward, pass 1 (sequential over chunks, right to left): ``dS`` leaving every chunk."""
-    bh = tl.program_id(0).to(tl.int64)
-    offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    mk = offs_k < K
-    mv = offs_v < V
-    mkv = mk[:, None] & mv[None, :]
-    kv = offs_k[:, None] * V + offs_v[None, :]
-    q_ptr += bh * T * K
-    do_ptr += bh * T * V
-    g_ptr += bh * T * (1 if SCALAR else K)
-    reset_ptr += (bh // H) * T
-    if HAS_DFINAL:
-        dS = tl.load(dfinal_ptr + bh * K * V + kv, mask=mkv, other=0.0).to(ACC)
+    _sequential_pass(
+        q_ptr, do_ptr, (g_ptr,), dfinal_ptr, reset_ptr, dstates_ptr, dh0_ptr, T, H, K, V, NC,
+        TERMS=_gate_terms, GATE=SCALAR, REVERSE=True, HAS_START=HAS_DFINAL, HAS_RESET=HAS_RESET,
+        STORE_END=HAS_H0, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K, BLOCK_V=BLOCK_V, ACC=ACC, DOT=DOT,
+    )  # fmt: skip
+
+
+@triton.jit
+def _gla_gate_grads(gate_grads, part, c, t, mt, tk, mtk, is_end, T, K, NC, q, k, S, dS, A, dA,
+                    dq, dk, q_state, k_state, e_keep, G, SCALAR: tl.constexpr,
+                    BLOCK_T: tl.constexpr):  # fmt: skip
+    """The log gates' gradient (this value block's share) from ``dL/dG_t = q_t dq_t - k_t dk_t``
+    plus, at the chunk's end, the terms of ``G_end``, summed from the end of the chunk."""
+    dg_ptr = gate_grads[0]  # [NVB, B, H, T, K or 1]
+    if SCALAR:
+        dG = tl.sum(q * dq - k * dk, axis=1)
+        end_terms = tl.sum(tl.sum(k * k_state, 1), 0) + e_keep * tl.sum(tl.sum(S * dS, 1), 0)
+        dG += tl.where(is_end, end_terms, 0.0)
     else:
-        dS = tl.zeros([BLOCK_K, BLOCK_V], dtype=ACC)
-    c = NC - 1
-    while c >= 0:
-        tl.store(dstates_ptr + (bh * NC + c) * K * V + kv, dS, mask=mkv)
-        t = c * BLOCK_T + offs_t
-        mt = t < T
-        tk = (t * K)[:, None] + offs_k[None, :]
-        mtk = mt[:, None] & mk[None, :]
-        q = tl.load(q_ptr + tk, mask=mtk, other=0.0).to(ACC)
-        do = tl.load(do_ptr + (t * V)[:, None] + offs_v[None, :],
-                     mask=mt[:, None] & mv[None, :], other=0.0).to(ACC)  # fmt: skip
-        pairs, first, last, keep = _chunk_masks(reset_ptr, t, mt, offs_t, HAS_RESET)
-        _, e_read, _, e_keep, _ = _gate_terms(
-            g_ptr, t, mt, tk, mtk, offs_t, pairs, first, last, keep, SCALAR, ACC, BLOCK_T
-        )
-        dS = e_keep * dS + tl.dot(tl.trans(q * e_read), do, input_precision=DOT)
-        c -= 1
-    if HAS_H0:
-        tl.store(dh0_ptr + bh * K * V + kv, dS.to(dh0_ptr.dtype.element_ty), mask=mkv)
+        dG = q * dq - k * dk
+        end_terms = tl.sum(k * k_state, 0) + tl.sum(e_keep * S * dS, 1)
+        dG += tl.where(is_end[:, None], end_terms[None, :], 0.0)
+    # dL/dg_r = sum of dL/dG_t over t >= r in the chunk (G is chunk-local).
+    dg = tl.cumsum(dG, 0, reverse=True)
+    if SCALAR:
+        tl.store(dg_ptr + part * T + t, dg, mask=mt)
+    else:
+        tl.store(dg_ptr + part * T * K + tk, dg, mask=mtk)
 
 
 @triton.jit
@@ -253,163 +177,41 @@ def _gla_grad_kernel(
     DOT: tl.constexpr,
 ):  # fmt: skip
     """Backward, pass 2 (one program per chunk): the gradients of q, k, v and the log gates."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    vblock = tl.program_id(2)
-    n_bh = tl.num_programs(1)
-    offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_v = vblock * BLOCK_V + tl.arange(0, BLOCK_V)
-    mk = offs_k < K
-    mv = offs_v < V
-    mkv = mk[:, None] & mv[None, :]
-    kv = offs_k[:, None] * V + offs_v[None, :]
-    t = c * BLOCK_T + offs_t
-    mt = t < T
-    tk = (t * K)[:, None] + offs_k[None, :]
-    mtk = mt[:, None] & mk[None, :]
-    tv = (t * V)[:, None] + offs_v[None, :]
-    mtv = mt[:, None] & mv[None, :]
-    q = tl.load(q_ptr + bh * T * K + tk, mask=mtk, other=0.0).to(ACC)
-    k = tl.load(k_ptr + bh * T * K + tk, mask=mtk, other=0.0).to(ACC)
-    v = tl.load(v_ptr + bh * T * V + tv, mask=mtv, other=0.0).to(ACC)
-    do = tl.load(do_ptr + bh * T * V + tv, mask=mtv, other=0.0).to(ACC)
-    S = tl.load(states_ptr + (bh * NC + c) * K * V + kv, mask=mkv, other=0.0)
-    dS = tl.load(dstates_ptr + (bh * NC + c) * K * V + kv, mask=mkv, other=0.0)
-    pairs, first, last, keep = _chunk_masks(reset_ptr + (bh // H) * T, t, mt, offs_t, HAS_RESET)
-    W, e_read, e_write, e_keep, G = _gate_terms(
-        g_ptr + bh * T * (1 if SCALAR else K), t, mt, tk, mtk, offs_t, pairs, first, last, keep,
-        SCALAR, ACC, BLOCK_T,
+    _grad_pass(
+        q_ptr, k_ptr, v_ptr, (g_ptr,), reset_ptr, states_ptr, dstates_ptr, do_ptr,
+        dq_ptr, dk_ptr, (dg_ptr,), dv_ptr, T, H, K, V, NC,
+        TERMS=_gate_terms, GATE_GRADS=_gla_gate_grads, GATE=SCALAR, SCALAR=SCALAR,
+        HAS_RESET=HAS_RESET, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K, BLOCK_V=BLOCK_V, ACC=ACC, DOT=DOT,
     )  # fmt: skip
-    is_end = offs_t == BLOCK_T - 1
-    dA = tl.where(pairs, tl.dot(do, tl.trans(v), input_precision=DOT), 0.0)
-    # What the carried state gives each query, and each key's share of the state's gradient.
-    dq = e_read * tl.dot(do, tl.trans(S), input_precision=DOT)
-    dk_state = e_write * tl.dot(v, tl.trans(dS), input_precision=DOT)
-    if SCALAR:
-        A = tl.dot(q, tl.trans(k), input_precision=DOT) * W
-        dAW = dA * W
-        dq += tl.dot(dAW, k, input_precision=DOT)
-        dk = tl.dot(tl.trans(dAW), q, input_precision=DOT) + dk_state
-        dG = tl.sum(q * dq - k * dk, axis=1)
-        end_terms = tl.sum(tl.sum(k * dk_state, 1), 0) + e_keep * tl.sum(tl.sum(S * dS, 1), 0)
-        dG += tl.where(is_end, end_terms, 0.0)
-    else:
-        A = tl.sum(q[:, None, :] * k[None, :, :] * W, axis=2)
-        dq += tl.sum(dA[:, :, None] * k[None, :, :] * W, axis=1)
-        dk = tl.sum(dA[:, :, None] * q[:, None, :] * W, axis=0) + dk_state
-        dG = q * dq - k * dk
-        end_terms = tl.sum(k * dk_state, 0) + tl.sum(e_keep * S * dS, 1)
-        dG += tl.where(is_end[:, None], end_terms[None, :], 0.0)
-    # dL/dg_r = sum of dL/dG_t over t >= r in the chunk (G is chunk-local).
-    dg = tl.cumsum(dG, 0, reverse=True)
-    part = vblock.to(tl.int64) * n_bh + bh  # this value block's slice of the partial sums
-    if SCALAR:
-        tl.store(dg_ptr + part * T + t, dg, mask=mt)
-    else:
-        tl.store(dg_ptr + part * T * K + tk, dg, mask=mtk)
-    tl.store(dq_ptr + part * T * K + tk, dq, mask=mtk)
-    tl.store(dk_ptr + part * T * K + tk, dk, mask=mtk)
-    dv = tl.dot(tl.trans(A), do, input_precision=DOT) + tl.dot(k * e_write, dS, input_precision=DOT)
-    tl.store(dv_ptr + bh * T * V + tv, dv.to(dv_ptr.dtype.element_ty), mask=mtv)
-
-
-def _blocks(dk: int, dv: int, scalar: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_T, BLOCK_K, BLOCK_V, warps); every matrix product dimension at least 16."""
-    block_k = max(16, triton.next_power_of_2(dk))
-    block_v = max(16, min(32, triton.next_power_of_2(dv)))
-    if _INTERPRETED:
-        # Short chunks, so that the interpreter tests cover several of them.
-        return 8, block_k, block_v, 1
-    # Untuned (no GPU at hand; see benchmarks/RESULTS.md): the largest tiles whose gradient
-    # kernel compiles for sm_90 without (or with a few bytes of) spills at dk = 64, from a sweep
-    # of benchmarks/compile_kernels.py. Per-dimension gates materialise [16, 16, dk] in registers.
-    return 16, block_k, block_v, 8
-
-
-def _acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _dot(dtype: torch.dtype) -> str:
-    """Matrix-product precision: float32 operands as three TF32 products (tensor cores, float32
-    accuracy; a plain "ieee" product compiles to unrolled FMAs that spill), float64 exactly."""
-    return "ieee" if dtype == torch.float64 else "tf32x3"
 
 
 class _GLATriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, h0, reset, blocks):
-        batch, heads, length, dk = q.shape
-        dv = v.shape[-1]
         scalar = g.dim() == 3
-        block_t, block_k, block_v, warps = blocks or _blocks(dk, dv, scalar)
-        n_chunks = triton.cdiv(length, block_t)
-        n_vb = triton.cdiv(dv, block_v)
-        acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        blocks = blocks or _blocks(q.shape[-1], v.shape[-1], scalar)
         q_, k_, v_, g_ = (x.contiguous() for x in (q, k, v, g))
         h0_ = h0.contiguous() if h0 is not None else None
         reset_ = reset.to(torch.int8).contiguous() if reset is not None else None
-        o = torch.empty(batch, heads, length, dv, dtype=q.dtype, device=q.device)
-        final = q.new_empty(batch, heads, dk, dv, dtype=acc_dtype)
-        states = q.new_empty(batch, heads, n_chunks, dk, dv, dtype=acc_dtype)
-        consts = dict(
-            SCALAR=scalar, HAS_RESET=reset is not None, BLOCK_T=block_t, BLOCK_K=block_k,
-            BLOCK_V=block_v, ACC=_acc(q.dtype), DOT=_dot(q.dtype), num_warps=warps,
+        o, final, states = forward_passes(
+            (_gla_state_kernel, _gla_output_kernel), q_, k_, v_, (g_,), h0_, reset_, blocks,
+            q.dtype, SCALAR=scalar,
         )  # fmt: skip
-        reset_arg = reset_ if reset_ is not None else q_
-        _gla_state_kernel[(batch * heads, n_vb)](
-            k_, v_, g_, h0_ if h0_ is not None else q_, reset_arg, states, final,
-            length, heads, dk, dv, n_chunks, HAS_H0=h0 is not None, **consts,
-        )  # fmt: skip
-        _gla_output_kernel[(n_chunks, batch * heads, n_vb)](
-            q_, k_, v_, g_, reset_arg, states, o, length, heads, dk, dv, n_chunks, **consts
-        )
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(q_, k_, v_, g_, h0_, reset_, states)
-            ctx.meta = (scalar, (block_t, block_k, block_v, warps))
+            ctx.meta = (scalar, blocks)
         ctx.set_materialize_grads(False)
         return o, final
 
     @staticmethod
     def backward(ctx, grad_o, grad_final):
         q, k, v, g, h0, reset, states = ctx.saved_tensors
-        scalar, (block_t, block_k, block_v, warps) = ctx.meta
-        batch, heads, length, dk = q.shape
-        dv = v.shape[-1]
-        n_chunks = states.shape[2]
-        n_vb = triton.cdiv(dv, block_v)
-        acc_dtype = states.dtype
-        grad_o = torch.zeros_like(v) if grad_o is None else grad_o.contiguous()
-        dstates = torch.empty_like(states)
-        dq = q.new_empty(n_vb, batch, heads, length, dk, dtype=acc_dtype)
-        dk_ = q.new_empty(n_vb, batch, heads, length, dk, dtype=acc_dtype)
-        dg = q.new_empty(n_vb, *g.shape, dtype=acc_dtype)
-        dv_ = torch.empty_like(v)
-        dh0 = torch.empty_like(h0) if h0 is not None else None
-        consts = dict(
-            SCALAR=scalar, HAS_RESET=reset is not None, BLOCK_T=block_t, BLOCK_K=block_k,
-            BLOCK_V=block_v, ACC=_acc(q.dtype), DOT=_dot(q.dtype), num_warps=warps,
+        scalar, blocks = ctx.meta
+        dq, dk, dv, dh0, (dg,) = backward_passes(
+            (_gla_dstate_kernel, _gla_grad_kernel), q, k, v, (g,), h0, reset, states,
+            grad_o, grad_final, (g.shape,), blocks, SCALAR=scalar,
         )  # fmt: skip
-        reset_arg = reset if reset is not None else q
-        _gla_dstate_kernel[(batch * heads, n_vb)](
-            q, g, reset_arg, grad_o, grad_final.contiguous() if grad_final is not None else q,
-            dstates, dh0 if dh0 is not None else q, length, heads, dk, dv, n_chunks,
-            HAS_H0=h0 is not None, HAS_DFINAL=grad_final is not None, **consts,
-        )  # fmt: skip
-        _gla_grad_kernel[(n_chunks, batch * heads, n_vb)](
-            q, k, v, g, reset_arg, states, dstates, grad_o, dq, dk_, dg, dv_,
-            length, heads, dk, dv, n_chunks, **consts,
-        )  # fmt: skip
-        return (
-            dq.sum(0).to(q.dtype),
-            dk_.sum(0).to(k.dtype),
-            dv_,
-            dg.sum(0).to(g.dtype),
-            dh0,
-            None,
-            None,
-        )
+        return dq, dk, dv, dg.to(g.dtype), dh0, None, None
 
 
 def gla_triton(
@@ -436,22 +238,9 @@ def gla_triton(
         ``o [B, H, T, dv]`` in ``q``'s dtype and the final state ``[B, H, dk, dv]`` (float32,
         float64 for float64 ``q``).
     """
-    where = "gla (triton)"
-    for name, x in (("q", q), ("k", k), ("v", v), ("g", g), ("initial_state", initial_state)):
-        if x is not None and x.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(
-                f"{where}: {name} must be float16, bfloat16, float32 or float64, got {x.dtype} "
-                f"(use backend='chunk')"
-            )
-    check_device(q, "gla")
-    batch, heads, length, dk = q.shape
-    dv = v.shape[-1]
-    if dk > 256:
-        raise ValueError(f"{where}: head dim dk = {dk} > 256 is not supported (one key tile)")
-    if max(dk, dv) * length >= 2**31:
-        raise ValueError(f"{where}: T * dk and T * dv must stay below 2^31 per head")
-    if blocks is not None and (blocks[1] < dk or min(blocks[1:3]) < 16):
-        raise ValueError(f"{where}: blocks {blocks} need BLOCK_K >= dk and BLOCK_K, BLOCK_V >= 16")
+    named = (("q", q), ("k", k), ("v", v), ("g", g), ("initial_state", initial_state))
+    check_inputs("gla", named, q, v.shape[-1], blocks)
+    batch, heads, length = q.shape[:3]
     k, g = apply_flags(k, g, reset, mask)
     if g.dim() == 3 and g.shape[0] != batch:
         g = g.expand(batch, heads, length)

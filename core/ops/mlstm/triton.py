@@ -27,7 +27,6 @@ term included. Matrix products and dtypes as in the GLA kernels.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -35,22 +34,30 @@ import triton
 import triton.language as tl
 
 from mixerzoo.core.layers.sequence import segment_ids
-from mixerzoo.core.ops.gla.triton import _chunk_masks, _dot
-from mixerzoo.core.ops.linear_scan.triton import check_device
+from mixerzoo.core.ops.chunkwise_triton import (
+    SUPPORTED_DTYPES,
+    _blocks,
+    _grad_pass,
+    _output_pass,
+    _sequential_pass,
+    backward_passes,
+    check_inputs,
+    forward_passes,
+)
 
 __all__ = ["mlstm_triton", "stabilizer", "SUPPORTED_DTYPES"]
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
 
 @triton.jit
-def _exponents(li_ptr, lf_ptr, m_ptr, m0_ptr, bh, c, t, mt, offs_t, T, pairs, first, last, keep,
+def _exponents(gates, bh, c, t, mt, tk, mtk, offs_t, T, K, pairs, first, last, keep,
                HAS_M0: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr):  # fmt: skip
-    """The chunk's weights (every exponent masked before ``exp``): ``W [T, T]``, ``e_read``,
-    ``e_write`` (``[T, 1]``), ``e_keep``; and what the gradient pass needs: ``m`` per row, the
-    positions of the chunk's last row, ``m_prev`` and ``m_end``."""
+    """The chunkwise design's terms (:mod:`mixerzoo.core.ops.chunkwise_triton`) from ``gates =
+    (log i, log f, m, m0)``, every exponent masked before ``exp``: ``W [T, T]``, ``e_read``,
+    ``e_write`` (``[T, 1]``), ``e_keep``; and the position of the chunk's last row."""
+    li_ptr, lf_ptr, m_ptr, m0_ptr = gates
+    li_ptr += bh * T
+    lf_ptr += bh * T
+    m_ptr += bh * T
     li = tl.load(li_ptr + t, mask=mt, other=float("-inf")).to(ACC)
     G = tl.cumsum(tl.load(lf_ptr + t, mask=mt, other=0.0).to(ACC), 0)
     # Rows past T repeat the last real row's m (their gates are identity steps).
@@ -82,41 +89,12 @@ def _mlstm_state_kernel(
     BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, ACC: tl.constexpr,
     DOT: tl.constexpr,
 ):  # fmt: skip
-    bh = tl.program_id(0).to(tl.int64)
-    offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    mk = offs_k < K
-    mv = offs_v < V
-    mkv = mk[:, None] & mv[None, :]
-    kv = offs_k[:, None] * V + offs_v[None, :]
-    k_ptr += bh * T * K
-    v_ptr += bh * T * V
-    li_ptr += bh * T
-    lf_ptr += bh * T
-    m_ptr += bh * T
-    reset_ptr += (bh // H) * T
-    if HAS_H0:
-        S = tl.load(h0_ptr + bh * K * V + kv, mask=mkv, other=0.0).to(ACC)
-    else:
-        S = tl.zeros([BLOCK_K, BLOCK_V], dtype=ACC)
-    c = 0
-    while c < NC:
-        tl.store(states_ptr + (bh * NC + c) * K * V + kv, S, mask=mkv)
-        t = c * BLOCK_T + offs_t
-        mt = t < T
-        k = tl.load(k_ptr + (t * K)[:, None] + offs_k[None, :],
-                    mask=mt[:, None] & mk[None, :], other=0.0).to(ACC)  # fmt: skip
-        v = tl.load(v_ptr + (t * V)[:, None] + offs_v[None, :],
-                    mask=mt[:, None] & mv[None, :], other=0.0).to(ACC)  # fmt: skip
-        pairs, first, last, keep = _chunk_masks(reset_ptr, t, mt, offs_t, HAS_RESET)
-        _, _, e_write, e_keep, _ = _exponents(
-            li_ptr, lf_ptr, m_ptr, m0_ptr, bh, c, t, mt, offs_t, T, pairs, first, last, keep,
-            HAS_M0, ACC, BLOCK_T,
-        )  # fmt: skip
-        S = e_keep * S + tl.dot(tl.trans(k * e_write), v, input_precision=DOT)
-        c += 1
-    tl.store(final_ptr + bh * K * V + kv, S, mask=mkv)
+    _sequential_pass(
+        k_ptr, v_ptr, (li_ptr, lf_ptr, m_ptr, m0_ptr), h0_ptr, reset_ptr, states_ptr, final_ptr,
+        T, H, K, V, NC, TERMS=_exponents, GATE=HAS_M0, REVERSE=False, HAS_START=HAS_H0,
+        HAS_RESET=HAS_RESET, STORE_END=True, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K, BLOCK_V=BLOCK_V,
+        ACC=ACC, DOT=DOT,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -128,32 +106,11 @@ def _mlstm_output_kernel(
     BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, ACC: tl.constexpr,
     DOT: tl.constexpr,
 ):  # fmt: skip
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_v = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
-    mk = offs_k < K
-    mv = offs_v < V
-    t = c * BLOCK_T + offs_t
-    mt = t < T
-    tk = (t * K)[:, None] + offs_k[None, :]
-    mtk = mt[:, None] & mk[None, :]
-    tv = (t * V)[:, None] + offs_v[None, :]
-    mtv = mt[:, None] & mv[None, :]
-    q = tl.load(q_ptr + bh * T * K + tk, mask=mtk, other=0.0).to(ACC)
-    k = tl.load(k_ptr + bh * T * K + tk, mask=mtk, other=0.0).to(ACC)
-    v = tl.load(v_ptr + bh * T * V + tv, mask=mtv, other=0.0).to(ACC)
-    S = tl.load(states_ptr + (bh * NC + c) * K * V + offs_k[:, None] * V + offs_v[None, :],
-                mask=mk[:, None] & mv[None, :], other=0.0)  # fmt: skip
-    pairs, first, last, keep = _chunk_masks(reset_ptr + (bh // H) * T, t, mt, offs_t, HAS_RESET)
-    W, e_read, _, _, _ = _exponents(
-        li_ptr + bh * T, lf_ptr + bh * T, m_ptr + bh * T, m0_ptr, bh, c, t, mt, offs_t, T,
-        pairs, first, last, keep, HAS_M0, ACC, BLOCK_T,
+    _output_pass(
+        q_ptr, k_ptr, v_ptr, (li_ptr, lf_ptr, m_ptr, m0_ptr), reset_ptr, states_ptr, n_ptr,
+        T, H, K, V, NC, TERMS=_exponents, GATE=HAS_M0, SCALAR=True, HAS_RESET=HAS_RESET,
+        BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K, BLOCK_V=BLOCK_V, ACC=ACC, DOT=DOT,
     )  # fmt: skip
-    A = tl.dot(q, tl.trans(k), input_precision=DOT) * W
-    out = tl.dot(A, v, input_precision=DOT) + tl.dot(q * e_read, S, input_precision=DOT)
-    tl.store(n_ptr + bh * T * V + tv, out.to(n_ptr.dtype.element_ty), mask=mtv)
 
 
 @triton.jit
@@ -169,42 +126,38 @@ def _mlstm_dstate_kernel(
     BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, ACC: tl.constexpr,
     DOT: tl.constexpr,
 ):  # fmt: skip
-    bh = tl.program_id(0).to(tl.int64)
-    offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    mk = offs_k < K
-    mv = offs_v < V
-    mkv = mk[:, None] & mv[None, :]
-    kv = offs_k[:, None] * V + offs_v[None, :]
-    q_ptr += bh * T * K
-    dn_ptr += bh * T * V
-    li_ptr += bh * T
-    lf_ptr += bh * T
-    m_ptr += bh * T
-    reset_ptr += (bh // H) * T
-    if HAS_DFINAL:
-        dS = tl.load(dfinal_ptr + bh * K * V + kv, mask=mkv, other=0.0).to(ACC)
-    else:
-        dS = tl.zeros([BLOCK_K, BLOCK_V], dtype=ACC)
-    c = NC - 1
-    while c >= 0:
-        tl.store(dstates_ptr + (bh * NC + c) * K * V + kv, dS, mask=mkv)
-        t = c * BLOCK_T + offs_t
-        mt = t < T
-        q = tl.load(q_ptr + (t * K)[:, None] + offs_k[None, :],
-                    mask=mt[:, None] & mk[None, :], other=0.0).to(ACC)  # fmt: skip
-        dn = tl.load(dn_ptr + (t * V)[:, None] + offs_v[None, :],
-                     mask=mt[:, None] & mv[None, :], other=0.0).to(ACC)  # fmt: skip
-        pairs, first, last, keep = _chunk_masks(reset_ptr, t, mt, offs_t, HAS_RESET)
-        _, e_read, _, e_keep, _ = _exponents(
-            li_ptr, lf_ptr, m_ptr, m0_ptr, bh, c, t, mt, offs_t, T, pairs, first, last, keep,
-            HAS_M0, ACC, BLOCK_T,
-        )  # fmt: skip
-        dS = e_keep * dS + tl.dot(tl.trans(q * e_read), dn, input_precision=DOT)
-        c -= 1
-    if HAS_H0:
-        tl.store(dh0_ptr + bh * K * V + kv, dS.to(dh0_ptr.dtype.element_ty), mask=mkv)
+    _sequential_pass(
+        q_ptr, dn_ptr, (li_ptr, lf_ptr, m_ptr, m0_ptr), dfinal_ptr, reset_ptr, dstates_ptr,
+        dh0_ptr, T, H, K, V, NC, TERMS=_exponents, GATE=HAS_M0, REVERSE=True,
+        HAS_START=HAS_DFINAL, HAS_RESET=HAS_RESET, STORE_END=HAS_H0, BLOCK_T=BLOCK_T,
+        BLOCK_K=BLOCK_K, BLOCK_V=BLOCK_V, ACC=ACC, DOT=DOT,
+    )  # fmt: skip
+
+
+@triton.jit
+def _mlstm_gate_grads(gate_grads, part, c, t, mt, tk, mtk, is_end, T, K, NC, q, k, S, dS, A, dA,
+                      dq, dk, q_state, k_state, e_keep, last_row, HAS_M0: tl.constexpr,
+                      BLOCK_T: tl.constexpr):  # fmt: skip
+    """The gradients of ``log f`` (summed from the end of the chunk), ``log i``, ``m`` and
+    ``m_prev`` (this value block's share) through the exponents of :func:`_exponents`."""
+    dli_ptr, dlf_ptr, dm_ptr, dprev_ptr = gate_grads
+    # Gradients of the exponents: pairs (row t, column s), read (row t), write (key s), keep.
+    dP = dA * A
+    rows = tl.sum(dP, 1)
+    cols = tl.sum(dP, 0)
+    d_read = tl.sum(q * q_state, 1)
+    d_write = tl.sum(k * k_state, 1)
+    d_keep = e_keep * tl.sum(tl.sum(S * dS, 1), 0)
+    end_total = tl.sum(d_write, 0) + d_keep  # enters g_end (+) and m_end (-)
+    # Pair exponent G_t - G_s + log i_s - m_t; read m_prev + G_t - m_t; write
+    # log i_s + G_end - G_s - m_end; keep m_prev + G_end - m_end.
+    dG = rows - cols + d_read - d_write + tl.where(is_end, end_total, 0.0)
+    dli = cols + d_write
+    dm = -rows - d_read - tl.where(t == last_row, end_total, 0.0)
+    tl.store(dlf_ptr + part * T + t, tl.cumsum(dG, 0, reverse=True), mask=mt)
+    tl.store(dli_ptr + part * T + t, dli, mask=mt)
+    tl.store(dm_ptr + part * T + t, dm, mask=mt)
+    tl.store(dprev_ptr + part * NC + c, tl.sum(d_read, 0) + d_keep)
 
 
 @triton.jit
@@ -220,78 +173,12 @@ def _mlstm_grad_kernel(
     BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, ACC: tl.constexpr,
     DOT: tl.constexpr,
 ):  # fmt: skip
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    vblock = tl.program_id(2)
-    n_bh = tl.num_programs(1)
-    offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_v = vblock * BLOCK_V + tl.arange(0, BLOCK_V)
-    mk = offs_k < K
-    mv = offs_v < V
-    mkv = mk[:, None] & mv[None, :]
-    kv = offs_k[:, None] * V + offs_v[None, :]
-    t = c * BLOCK_T + offs_t
-    mt = t < T
-    tk = (t * K)[:, None] + offs_k[None, :]
-    mtk = mt[:, None] & mk[None, :]
-    tv = (t * V)[:, None] + offs_v[None, :]
-    mtv = mt[:, None] & mv[None, :]
-    q = tl.load(q_ptr + bh * T * K + tk, mask=mtk, other=0.0).to(ACC)
-    k = tl.load(k_ptr + bh * T * K + tk, mask=mtk, other=0.0).to(ACC)
-    v = tl.load(v_ptr + bh * T * V + tv, mask=mtv, other=0.0).to(ACC)
-    dn = tl.load(dn_ptr + bh * T * V + tv, mask=mtv, other=0.0).to(ACC)
-    S = tl.load(states_ptr + (bh * NC + c) * K * V + kv, mask=mkv, other=0.0)
-    dS = tl.load(dstates_ptr + (bh * NC + c) * K * V + kv, mask=mkv, other=0.0)
-    pairs, first, last, keep = _chunk_masks(reset_ptr + (bh // H) * T, t, mt, offs_t, HAS_RESET)
-    W, e_read, e_write, e_keep, last_row = _exponents(
-        li_ptr + bh * T, lf_ptr + bh * T, m_ptr + bh * T, m0_ptr, bh, c, t, mt, offs_t, T,
-        pairs, first, last, keep, HAS_M0, ACC, BLOCK_T,
+    _grad_pass(
+        q_ptr, k_ptr, v_ptr, (li_ptr, lf_ptr, m_ptr, m0_ptr), reset_ptr, states_ptr, dstates_ptr,
+        dn_ptr, dq_ptr, dk_ptr, (dli_ptr, dlf_ptr, dm_ptr, dprev_ptr), dv_ptr, T, H, K, V, NC,
+        TERMS=_exponents, GATE_GRADS=_mlstm_gate_grads, GATE=HAS_M0, SCALAR=True,
+        HAS_RESET=HAS_RESET, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K, BLOCK_V=BLOCK_V, ACC=ACC, DOT=DOT,
     )  # fmt: skip
-    scores = tl.dot(q, tl.trans(k), input_precision=DOT)
-    A = scores * W
-    dA = tl.where(pairs, tl.dot(dn, tl.trans(v), input_precision=DOT), 0.0)
-    dAW = dA * W
-    q_state = e_read * tl.dot(dn, tl.trans(S), input_precision=DOT)  # dq from the carried state
-    k_state = e_write * tl.dot(v, tl.trans(dS), input_precision=DOT)  # dk from the state written
-    dq = tl.dot(dAW, k, input_precision=DOT) + q_state
-    dk = tl.dot(tl.trans(dAW), q, input_precision=DOT) + k_state
-    dv = tl.dot(tl.trans(A), dn, input_precision=DOT) + tl.dot(k * e_write, dS, input_precision=DOT)
-    # Gradients of the exponents: pairs (row t, column s), read (row t), write (key s), keep.
-    dP = dA * A
-    rows = tl.sum(dP, 1)
-    cols = tl.sum(dP, 0)
-    d_read = tl.sum(q * q_state, 1)
-    d_write = tl.sum(k * k_state, 1)
-    d_keep = e_keep * tl.sum(tl.sum(S * dS, 1), 0)
-    end_total = tl.sum(d_write, 0) + d_keep  # enters g_end (+) and m_end (-)
-    is_end = offs_t == BLOCK_T - 1
-    # Pair exponent G_t - G_s + log i_s - m_t; read m_prev + G_t - m_t; write
-    # log i_s + G_end - G_s - m_end; keep m_prev + G_end - m_end.
-    dG = rows - cols + d_read - d_write + tl.where(is_end, end_total, 0.0)
-    dli = cols + d_write
-    dm = -rows - d_read - tl.where(t == last_row, end_total, 0.0)
-    part = vblock.to(tl.int64) * n_bh + bh
-    tl.store(dlf_ptr + part * T + t, tl.cumsum(dG, 0, reverse=True), mask=mt)
-    tl.store(dli_ptr + part * T + t, dli, mask=mt)
-    tl.store(dm_ptr + part * T + t, dm, mask=mt)
-    tl.store(dprev_ptr + part * NC + c, tl.sum(d_read, 0) + d_keep)
-    tl.store(dq_ptr + part * T * K + tk, dq, mask=mtk)
-    tl.store(dk_ptr + part * T * K + tk, dk, mask=mtk)
-    tl.store(dv_ptr + bh * T * V + tv, dv.to(dv_ptr.dtype.element_ty), mask=mtv)
-
-
-def _blocks(dk: int, dv: int) -> tuple[int, int, int, int]:
-    """(BLOCK_T, BLOCK_K, BLOCK_V, warps), as for the GLA kernels with one gate per head."""
-    block_k = max(16, triton.next_power_of_2(dk))
-    block_v = max(16, min(32, triton.next_power_of_2(dv)))
-    if _INTERPRETED:
-        return 8, block_k, block_v, 1
-    return 16, block_k, block_v, 8
-
-
-def _acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 class _StabilisedAttention(torch.autograd.Function):
@@ -299,92 +186,44 @@ class _StabilisedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, log_i, log_f, m, h0, m0, reset, blocks):
-        batch, heads, length, dk = q.shape
-        dv = v.shape[-1]
-        block_t, block_k, block_v, warps = blocks or _blocks(dk, dv)
-        n_chunks = triton.cdiv(length, block_t)
-        n_vb = triton.cdiv(dv, block_v)
-        acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        blocks = blocks or _blocks(q.shape[-1], v.shape[-1])
         ins = [x.contiguous() for x in (q, k, v, log_i, log_f, m)]
         h0_ = h0.contiguous() if h0 is not None else None
         m0_ = m0.contiguous() if m0 is not None else None
         reset_ = reset.to(torch.int8).contiguous() if reset is not None else None
-        numer = torch.empty(batch, heads, length, dv, dtype=acc_dtype, device=q.device)
-        final = q.new_empty(batch, heads, dk, dv, dtype=acc_dtype)
-        states = q.new_empty(batch, heads, n_chunks, dk, dv, dtype=acc_dtype)
-        dummy = ins[0]
-        consts = dict(
-            HAS_M0=m0 is not None, HAS_RESET=reset is not None, BLOCK_T=block_t,
-            BLOCK_K=block_k, BLOCK_V=block_v, ACC=_acc(q.dtype), DOT=_dot(q.dtype),
-            num_warps=warps,
-        )  # fmt: skip
         q_, k_, v_, li_, lf_, m_ = ins
-        m0_arg = m0_ if m0_ is not None else dummy
-        reset_arg = reset_ if reset_ is not None else dummy
-        _mlstm_state_kernel[(batch * heads, n_vb)](
-            k_, v_, li_, lf_, m_, m0_arg, h0_ if h0_ is not None else dummy, reset_arg,
-            states, final, length, heads, dk, dv, n_chunks, HAS_H0=h0 is not None, **consts,
-        )  # fmt: skip
-        _mlstm_output_kernel[(n_chunks, batch * heads, n_vb)](
-            q_, k_, v_, li_, lf_, m_, m0_arg, reset_arg, states, numer,
-            length, heads, dk, dv, n_chunks, **consts,
+        acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        numer, final, states = forward_passes(
+            (_mlstm_state_kernel, _mlstm_output_kernel), q_, k_, v_, (li_, lf_, m_, m0_), h0_,
+            reset_, blocks, acc_dtype, HAS_M0=m0 is not None,
         )  # fmt: skip
         ctx.save_for_backward(*ins, h0_, m0_, reset_, states)
-        ctx.meta = (block_t, block_k, block_v, warps)
+        ctx.meta = blocks
         ctx.set_materialize_grads(False)
         return numer, final
 
     @staticmethod
     def backward(ctx, grad_numer, grad_final):
         q, k, v, li, lf, m, h0, m0, reset, states = ctx.saved_tensors
-        block_t, block_k, block_v, warps = ctx.meta
-        batch, heads, length, dk = q.shape
-        dv = v.shape[-1]
+        blocks = ctx.meta
         n_chunks = states.shape[2]
-        n_vb = triton.cdiv(dv, block_v)
-        acc = states.dtype
-        dn = (
-            torch.zeros(batch, heads, length, dv, dtype=acc, device=q.device)
-            if grad_numer is None
-            else grad_numer.contiguous()
-        )
-        dstates = torch.empty_like(states)
-        dq = q.new_empty(n_vb, batch, heads, length, dk, dtype=acc)
-        dk_ = q.new_empty(n_vb, batch, heads, length, dk, dtype=acc)
-        dli, dlf, dm = (q.new_empty(n_vb, batch, heads, length, dtype=acc) for _ in range(3))
-        dprev = q.new_empty(n_vb, batch, heads, n_chunks, dtype=acc)
-        dv_ = torch.empty_like(v)
-        dh0 = torch.empty_like(h0) if h0 is not None else None
-        consts = dict(
-            HAS_M0=m0 is not None, HAS_RESET=reset is not None, BLOCK_T=block_t,
-            BLOCK_K=block_k, BLOCK_V=block_v, ACC=_acc(q.dtype), DOT=_dot(q.dtype),
-            num_warps=warps,
+        per_step, per_chunk = li.shape, (*li.shape[:2], n_chunks)
+        dq, dk, dv, dh0, (dli, dlf, dm, dprev) = backward_passes(
+            (_mlstm_dstate_kernel, _mlstm_grad_kernel), q, k, v, (li, lf, m, m0), h0, reset,
+            states, grad_numer, grad_final, (per_step, per_step, per_step, per_chunk), blocks,
+            HAS_M0=m0 is not None,
         )  # fmt: skip
-        m0_arg = m0 if m0 is not None else q
-        reset_arg = reset if reset is not None else q
-        _mlstm_dstate_kernel[(batch * heads, n_vb)](
-            q, li, lf, m, m0_arg, reset_arg, dn,
-            grad_final.contiguous() if grad_final is not None else q, dstates,
-            dh0 if dh0 is not None else q, length, heads, dk, dv, n_chunks,
-            HAS_H0=h0 is not None, HAS_DFINAL=grad_final is not None, **consts,
-        )  # fmt: skip
-        _mlstm_grad_kernel[(n_chunks, batch * heads, n_vb)](
-            q, k, v, li, lf, m, m0_arg, reset_arg, states, dstates, dn,
-            dq, dk_, dli, dlf, dm, dprev, dv_, length, heads, dk, dv, n_chunks, **consts,
-        )  # fmt: skip
-        dm = dm.sum(0)
-        dprev = dprev.sum(0)
         # m_prev of chunk c is m at the previous chunk's last step (m0 for the first chunk).
         if n_chunks > 1:
-            ends = torch.arange(1, n_chunks, device=q.device) * block_t - 1
+            ends = torch.arange(1, n_chunks, device=q.device) * blocks[0] - 1
             dm.index_add_(2, ends, dprev[..., 1:])
         dm0 = dprev[..., 0].to(m0.dtype) if m0 is not None else None
         return (
-            dq.sum(0).to(q.dtype),
-            dk_.sum(0).to(k.dtype),
-            dv_,
-            dli.sum(0).to(li.dtype),
-            dlf.sum(0).to(lf.dtype),
+            dq,
+            dk,
+            dv,
+            dli.to(li.dtype),
+            dlf.to(lf.dtype),
             dm.to(m.dtype),
             dh0,
             dm0,
@@ -466,22 +305,11 @@ def mlstm_triton(
         ``h [B, H, T, dv]`` in the compute dtype (float32, float64 for float64 ``q``) and the final
         ``(C, n, m)``.
     """
-    where = "mlstm (triton)"
     state = list(initial_state) if initial_state is not None else []
-    for name, x in (("q", q), ("k", k), ("v", v), ("log_i", log_i), ("log_f", log_f),
-                    *(("initial_state", s) for s in state)):  # fmt: skip
-        if x.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(
-                f"{where}: {name} must be float16, bfloat16, float32 or float64, got {x.dtype} "
-                f"(use backend='chunk')"
-            )
-    check_device(q, "mlstm")
-    batch, heads, length, dk = q.shape
-    dv = v.shape[-1]
-    if dk > 256:
-        raise ValueError(f"{where}: head dim dk = {dk} > 256 is not supported (one key tile)")
-    if max(dk, dv + 1) * length >= 2**31:
-        raise ValueError(f"{where}: T * dk and T * dv must stay below 2^31 per head")
+    named = (("q", q), ("k", k), ("v", v), ("log_i", log_i), ("log_f", log_f),
+             *(("initial_state", s) for s in state))  # fmt: skip
+    # The kernels see one more value column: the normaliser's.
+    check_inputs("mlstm", named, q, v.shape[-1] + 1, blocks)
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     log_i, log_f = log_i.to(compute), log_f.to(compute)
     if mask is not None:
