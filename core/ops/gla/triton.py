@@ -33,7 +33,9 @@ query, key and gate gradients are summed over blocks afterwards: no atomics, det
 Matrix products run with ``input_precision=DOT`` (exact float32, not TF32: the tests hold the
 kernels to the float32 tolerances of the loop). Arithmetic is float32 (float64 for float64
 inputs); outputs and gradients are written in their inputs' dtypes, the final state in float32.
-On the CPU the kernels run only under ``TRITON_INTERPRET=1``.
+On the CPU the kernels run only under ``TRITON_INTERPRET=1``. The passes themselves live in
+:mod:`mixerzoo.core.ops.chunkwise_triton` (shared with mLSTM); this module gives them GLA's gate
+terms and gate gradients.
 """
 
 from __future__ import annotations

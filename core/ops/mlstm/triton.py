@@ -12,9 +12,10 @@ every weight carries its own stabiliser::
     h_t = N_t[:dv] / (max(|N_t[dv]|, exp(-m_t)) + eps)
 
 with every exponent ``<= 0`` because ``m`` is the running maximum of exactly these log weights.
-So the kernels are those of :mod:`mixerzoo.core.ops.gla.triton` (a sequential state pass and a
-chunk-parallel output pass forward; a sequential state-gradient pass and a chunk-parallel
-gradient pass backward) with these exponents, ``m`` an input.
+So the kernels are the shared chunkwise passes of :mod:`mixerzoo.core.ops.chunkwise_triton`
+(a sequential state pass and a chunk-parallel output pass forward; a sequential state-gradient
+pass and a chunk-parallel gradient pass backward), as for GLA, with these exponents (``m`` an
+input) and their gradients.
 
 ``m`` itself is computed in PyTorch (:func:`stabilizer`): inside chunks of 64 steps as the
 maximum over the ``[64, 64]`` log weights, across chunks by one short loop; autograd routes its
