@@ -5,7 +5,8 @@ Subcommands (each prints a markdown table; ``benchmarks/RESULTS.md`` records the
     python benchmarks/audio.py profile [--models frcrn frcrn_cpu mossformer2 mossformer2_small]
         parameters (ours and the official count), MACs per second of audio (counted by
         torch.utils.flop_counter on 4 s of audio), CPU real-time factor at 2 threads offline
-        and, for FRCRN, streaming frame by frame (FRCRNStreamer, 320-sample chunks).
+        and, for FRCRN, streaming (FRCRNStreamer fed 320-sample chunks, one 20 ms hop, or the
+        sizes given by --stream-chunks).
     python benchmarks/audio.py separation-eval --data ../shared/data/audio/libri2mix_8k \\
         [--checkpoint runs/.../best.ckpt] [--official-outputs DIR]
         PIT SI-SNRi on the 36 real Libri2Mix mixtures; metric sanity checks (a reference scores
@@ -83,21 +84,23 @@ def streaming_rtf(model: FRCRN, seconds: float, chunk: int = 320) -> float:
 def cmd_profile(args) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| model | params (ours) | official | MACs / s audio | RTF offline | RTF streaming |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    chunks = args.stream_chunks
+    streaming = " | ".join(f"RTF streaming ({c / 16:g} ms chunks)" for c in chunks)
+    print(f"| model | params (ours) | official | MACs / s audio | RTF offline | {streaming} |")
+    print("| --- | --- | --- | --- | --- |" + " --- |" * len(chunks))
     for name in args.models:
         torch.manual_seed(0)
         model = MODELS[name]().eval()
         params = sum(p.numel() for p in model.parameters())
         official = OFFICIAL_PARAMS.get(name.replace("_16k", ""), None)
         macs = macs_per_second(model)
+        stream = " | ".join("-" for _ in chunks)
         if args.no_timing:
-            rtf_text, stream = "-", "-"
+            rtf_text = "-"
         else:
             rtf_text = f"{real_time_factor(model, args.seconds, args.repeats):.3f}"
-            stream = (
-                f"{streaming_rtf(model, args.seconds):.3f}" if isinstance(model, FRCRN) else "-"
-            )
+            if isinstance(model, FRCRN):
+                stream = " | ".join(f"{streaming_rtf(model, args.seconds, c):.3f}" for c in chunks)
         off = f"{official / 1e6:.2f} M" if official else "-"
         print(
             f"| {name} | {params / 1e6:.2f} M | {off} | {macs / 1e9:.2f} G | {rtf_text} | {stream} |",
@@ -261,6 +264,13 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-timing", action="store_true", help="parameters and MACs only")
+    p.add_argument(
+        "--stream-chunks",
+        type=int,
+        nargs="+",
+        default=[320],
+        help="FRCRN streaming chunk sizes in samples at 16 kHz (320 = one 20 ms hop)",
+    )
     p = sub.add_parser("separation-eval")
     p.add_argument("--data", default="../shared/data/audio/libri2mix_8k")
     p.add_argument("--models", nargs="*", default=[], help="NAME or NAME=CHECKPOINT")

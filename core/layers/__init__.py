@@ -17,7 +17,7 @@ Mixers and ``core.blocks`` import from here, never the other way round (DESIGN.m
 
 from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.layers.activations import get_activation
-from mixerzoo.core.layers.conv import CausalDepthwiseConv1d
+from mixerzoo.core.layers.conv import CausalDepthwiseConv1d, depthwise_conv1d
 from mixerzoo.core.layers.drop import DropPath
 from mixerzoo.core.layers.heads import merge_heads, split_heads
 from mixerzoo.core.layers.mlp import GLU, MLP
@@ -42,6 +42,7 @@ __all__ = [
     "split_heads",
     "merge_heads",
     "CausalDepthwiseConv1d",
+    "depthwise_conv1d",
     "rotary_frequencies",
     "rotate_pairs",
     "check_reset",

@@ -17,14 +17,14 @@ the history at each row's last real token.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mixerzoo.core.layers.sequence import Compaction, check_mask, check_reset, segment_ids
 from mixerzoo.core.ops.causal_conv1d import causal_conv1d
+from mixerzoo.core.ops.causal_conv1d.chunk import depthwise_conv1d
 from mixerzoo.core.validation import check_tensor
 
-__all__ = ["CausalDepthwiseConv1d", "causal_depthwise_conv1d"]
+__all__ = ["CausalDepthwiseConv1d", "causal_depthwise_conv1d", "depthwise_conv1d"]
 
 
 def causal_depthwise_conv1d(
@@ -74,10 +74,7 @@ def causal_depthwise_conv1d(
         segments = seg if reset is not None else None
         y = causal_conv1d(x, weight, bias, state, dilation, segments=segments)
     elif reset is None:
-        y = F.conv1d(
-            history.transpose(1, 2), weight.unsqueeze(1), bias, groups=c, dilation=dilation
-        )
-        y = y.transpose(1, 2)
+        y = depthwise_conv1d(history, weight, bias, dilation)
     else:
         # Tap by tap, reading zero where the tapped input lies in an earlier segment.
         seg_history = torch.cat([seg.new_zeros(b, ctx), seg], dim=1)

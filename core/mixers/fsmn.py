@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixerzoo.core.layers.conv import causal_depthwise_conv1d
+from mixerzoo.core.layers.conv import causal_depthwise_conv1d, depthwise_conv1d
 from mixerzoo.core.layers.sequence import Compaction
 from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.mixers.gated_attention import FFConvM, zero_padding
@@ -66,9 +66,9 @@ def fsmn_memory(
     where = "fsmn_memory"
     check_tensor("p", p, ("B", "T", "C"), where=where)
     check_tensor("weight", weight, (p.shape[-1], lorder + rorder), where=where)
-    x = F.pad(p.transpose(1, 2), (dilation * (lorder - 1), dilation * rorder))
-    out = F.conv1d(x, weight.unsqueeze(1), groups=p.shape[-1], dilation=dilation)
-    return out.transpose(1, 2)
+    return depthwise_conv1d(
+        p, weight, dilation=dilation, padding=(dilation * (lorder - 1), dilation * rorder)
+    )
 
 
 @register_mixer("fsmn")

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from mixerzoo.core.dropout import Dropout
 from mixerzoo.core.layers import make_norm, rotary_frequencies, rotate_pairs
+from mixerzoo.core.layers.conv import depthwise_conv1d
 from mixerzoo.core.layers.sequence import Compaction
 from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.registry import register_mixer
@@ -72,7 +73,10 @@ class ConvModule(nn.Module):
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """``x [B, T, C]``; ``valid [B, T]`` (real tokens first in each row) makes the convolution
         read zeros past each row's last real token, as for the row alone."""
-        return x + self.conv(zero_padding(x, valid).transpose(1, 2)).transpose(1, 2)
+        k = self.conv.kernel_size[0]
+        return x + depthwise_conv1d(
+            zero_padding(x, valid), self.conv.weight.squeeze(1), padding=k // 2
+        )
 
 
 class FFConvM(nn.Module):

@@ -22,11 +22,10 @@ convolution sees each row without its padding (zeros past its last real token), 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixerzoo.core.layers import get_activation
-from mixerzoo.core.layers.conv import causal_depthwise_conv1d
+from mixerzoo.core.layers.conv import causal_depthwise_conv1d, depthwise_conv1d
 from mixerzoo.core.layers.sequence import Compaction
 from mixerzoo.core.mixers.base import Flags, Mixer
 from mixerzoo.core.registry import register_mixer
@@ -138,8 +137,9 @@ class GatedCNN(Mixer):
         if compaction is not None:
             # Each row without its padding, zeros after its last real token.
             c = compaction.compact(c) * compaction.valid.unsqueeze(-1).to(c.dtype)
-        padded = F.pad(c.transpose(1, 2), ((k - 1) // 2, k // 2))
-        c_out = self.conv(padded).transpose(1, 2)
+        c_out = depthwise_conv1d(
+            c, self.conv.weight.squeeze(1), self.conv.bias, padding=((k - 1) // 2, k // 2)
+        )
         if compaction is not None:
             c_out = compaction.expand(c_out)
         return self._gate(g, i, c_out), None

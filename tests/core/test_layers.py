@@ -20,7 +20,7 @@ from mixerzoo.core.layers import (
     segment_ids,
     split_heads,
 )
-from mixerzoo.core.layers.conv import causal_depthwise_conv1d
+from mixerzoo.core.layers.conv import causal_depthwise_conv1d, depthwise_conv1d
 from mixerzoo.core.testing import assert_close
 
 
@@ -67,6 +67,29 @@ def test_causal_conv_equals_loop(dilation, with_reset, with_mask):
     assert_close(y[real], y_ref[real])
     assert (y[~real] == 0).all()
     assert_close(new_state, state_ref)
+
+
+@pytest.mark.parametrize("padding", [0, 3, (5, 0), (2, 7)])
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_depthwise_conv1d_equals_conv1d(padding, dilation):
+    # The channels-last form against nn.Conv1d's own grouped convolution on [B, C, T], values and
+    # gradients (input, taps, bias), at an odd length and channel count.
+    torch.manual_seed(0)
+    x = torch.randn(3, 29, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    y = depthwise_conv1d(x, w, b, dilation, padding)
+    pads = padding if isinstance(padding, tuple) else (padding, padding)
+    ref = torch.nn.functional.conv1d(
+        torch.nn.functional.pad(x.transpose(1, 2), pads), w[:, None], b, dilation=dilation, groups=5
+    ).transpose(1, 2)
+    assert y.shape == ref.shape and y.is_contiguous()
+    assert_close(y, ref)
+    g = torch.randn_like(ref)
+    for got, want in zip(
+        torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g)
+    ):
+        assert_close(got, want)
 
 
 def test_causal_conv_module_step_and_pieces():
