@@ -30,8 +30,9 @@ dk_t`` (plus, at the chunk's end, the terms of ``G_end``), summed from the end o
 backwards (``G`` is chunk-local, so no sum crosses a chunk). With more than one value block the
 query, key and gate gradients are summed over blocks afterwards: no atomics, deterministic.
 
-Matrix products run with ``input_precision=DOT`` (exact float32, not TF32: the tests hold the
-kernels to the float32 tolerances of the loop). Arithmetic is float32 (float64 for float64
+Matrix products run with ``input_precision=DOT``: ``"tf32x3"`` for float32 (three TF32
+products, about float32 accuracy, not single-pass TF32: the tests hold the kernels to the float32
+tolerances of the loop), ``"ieee"`` for float64. Arithmetic is float32 (float64 for float64
 inputs); outputs and gradients are written in their inputs' dtypes, the final state in float32.
 On the CPU the kernels run only under ``TRITON_INTERPRET=1``. The passes themselves live in
 :mod:`mixerzoo.core.ops.chunkwise_triton` (shared with mLSTM); this module gives them GLA's gate
