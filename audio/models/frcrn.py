@@ -133,13 +133,43 @@ class ComplexBatchNorm(nn.Module):
         return torch.stack((self.bn_re(z[0]), self.bn_im(z[1])))
 
 
+def _gauss_kernels(
+    module: nn.Module,
+    w_re: torch.Tensor,
+    w_im: torch.Tensor,
+    b_re: torch.Tensor,
+    b_im: torch.Tensor,
+    layout=None,
+) -> tuple[torch.Tensor, ...]:
+    """``(W_r, W_r + W_i, W_i - W_r)`` (each through ``layout``, e.g. the time-tap split of the
+    U-Net convolutions) and the complex bias ``[2, C]`` of a complex convolution.
+
+    Without autograd (inference, streaming) they are formed once and kept on ``module`` until a
+    parameter changes (in-place update, new storage, dtype): streaming runs every convolution once
+    per 20 ms frame, and re-forming weight-sized tensors each time cost more than the products.
+    """
+    params = (w_re, w_im, b_re, b_im)
+    grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    key = tuple((p._version, p.data_ptr(), p.dtype) for p in params)
+    cached = module.__dict__.get("_gauss_cache")
+    if not grad and cached is not None and cached[0] == key:
+        return cached[1]
+    if layout is not None:
+        w_re, w_im = layout(w_re), layout(w_im)
+    kernels = (w_re, w_re + w_im, w_im - w_re, torch.stack((b_re - b_im, b_re + b_im)))
+    if not grad:
+        module.__dict__["_gauss_cache"] = (key, kernels)
+    return kernels
+
+
 def _gauss_product(
-    xr: torch.Tensor, xi: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor, op
+    xr: torch.Tensor, xi: torch.Tensor, kernels: tuple[torch.Tensor, ...], op
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(W_r + i W_i) * (x_r + i x_i)`` for a linear op with three real applications."""
-    k1 = op(xr + xi, w_re)
-    k2 = op(xi, w_re + w_im)
-    k3 = op(xr, w_im - w_re)
+    """``(W_r + i W_i) * (x_r + i x_i)`` for a linear op with three real applications, given
+    :func:`_gauss_kernels`' ``(W_r, W_r + W_i, W_i - W_r, ...)``."""
+    k1 = op(xr + xi, kernels[0])
+    k2 = op(xi, kernels[1])
+    k3 = op(xr, kernels[2])
     return k1 - k2, k1 + k3
 
 
@@ -171,13 +201,12 @@ class ComplexEncoder(nn.Module):
         c = self.out_channels
         if state is None:
             state = z.new_zeros(())
+        kernels = _gauss_kernels(
+            self, conv_re.weight, conv_im.weight, conv_re.bias, conv_im.bias, self._taps
+        )
         if z.shape[-1] > 0:
             real, imag = _gauss_product(
-                z[0],
-                z[1],
-                self._taps(conv_re.weight),
-                self._taps(conv_im.weight),
-                lambda x, w: F.conv2d(x, w, stride=(2, 1)),
+                z[0], z[1], kernels, lambda x, w: F.conv2d(x, w, stride=(2, 1))
             )
             q = torch.stack((real, imag))  # [2, B, 2C, F', N]
             q0, q1 = q[:, :, :c], q[:, :, c:]
@@ -195,8 +224,7 @@ class ComplexEncoder(nn.Module):
         if out is None:
             f_out = (z.shape[3] - conv_re.weight.shape[2]) // 2 + 1
             return z.new_zeros(z.shape[:2] + (c, f_out, 0)), last_q0
-        bias = torch.stack((conv_re.bias - conv_im.bias, conv_re.bias + conv_im.bias))
-        out = out + bias[:, None, :, None, None]
+        out = out + kernels[3][:, None, :, None, None]
         return _leaky_relu(self.bn(out)), last_q0
 
 
@@ -234,12 +262,11 @@ class ComplexDecoder(nn.Module):
         if z.shape[-1] == 0:
             f_out = (z.shape[3] - 1) * 2 + tconv_re.weight.shape[2]
             return z.new_zeros(z.shape[:2] + (c, f_out, 0)), state
+        kernels = _gauss_kernels(
+            self, tconv_re.weight, tconv_im.weight, tconv_re.bias, tconv_im.bias, self._taps
+        )
         real, imag = _gauss_product(
-            z[0],
-            z[1],
-            self._taps(tconv_re.weight),
-            self._taps(tconv_im.weight),
-            lambda x, w: F.conv_transpose2d(x, w, stride=(2, 1)),
+            z[0], z[1], kernels, lambda x, w: F.conv_transpose2d(x, w, stride=(2, 1))
         )
         p = torch.stack((real, imag))  # [2, B, 2C, F', N]
         p0, p1 = p[:, :, :c], p[:, :, c:]
@@ -248,8 +275,7 @@ class ComplexDecoder(nn.Module):
         else:
             out = p0 + torch.cat([state, p1[..., :-1]], dim=-1)
         new_state = p1[..., -1:]
-        bias = torch.stack((tconv_re.bias - tconv_im.bias, tconv_re.bias + tconv_im.bias))
-        out = out + bias[:, None, :, None, None]
+        out = out + kernels[3][:, None, :, None, None]
         return _leaky_relu(self.bn(out)), new_state
 
 
@@ -376,11 +402,11 @@ class ComplexLinear(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.shape[-1] == 0:
             return z[:, :, :1]
-        real, imag = _gauss_product(z[0], z[1], self.conv_re.weight, self.conv_im.weight, F.conv2d)
-        bias = torch.stack(
-            (self.conv_re.bias - self.conv_im.bias, self.conv_re.bias + self.conv_im.bias)
+        kernels = _gauss_kernels(
+            self, self.conv_re.weight, self.conv_im.weight, self.conv_re.bias, self.conv_im.bias
         )
-        return torch.stack((real, imag)) + bias[:, None, :, None, None]
+        real, imag = _gauss_product(z[0], z[1], kernels, F.conv2d)
+        return torch.stack((real, imag)) + kernels[3][:, None, :, None, None]
 
 
 class ComplexUNet(nn.Module):

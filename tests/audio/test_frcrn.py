@@ -300,6 +300,42 @@ def test_forward_keeps_length_any_length_and_short_inputs():
             assert model(torch.randn(2, n)).shape == (2, n)
 
 
+def test_inference_kernels_follow_weight_updates():
+    # Without autograd the complex convolutions keep their derived kernels between calls; an
+    # optimiser step, a loaded state dict or a dtype change must never leave them stale: after
+    # each, the output equals that of a fresh model holding the same weights.
+    torch.manual_seed(0)
+    model = FRCRN(channels=8).eval()
+    wav = torch.randn(1, 3200) * 0.3
+
+    def fresh_output(m: FRCRN) -> torch.Tensor:
+        twin = FRCRN(channels=8).eval().to(next(m.parameters()).dtype)
+        twin.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            return twin(wav.to(next(m.parameters()).dtype))
+
+    with torch.no_grad():
+        before = model(wav)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    clean = torch.randn(1, 3200) * 0.3
+    frcrn_loss(model, wav, clean, model(wav, return_output=True))["loss"].backward()
+    optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        after_step = model(wav)
+    assert (after_step - before).abs().max() > 1e-3
+    assert_close(after_step, fresh_output(model))
+    other = FRCRN(channels=8).eval()
+    model.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert_close(model(wav), fresh_output(other))
+    model.double()
+    with torch.no_grad():
+        assert model(wav.double()).dtype == torch.float64
+        assert_close(model(wav.double()), fresh_output(model))
+
+
 @pytest.mark.parametrize("chunks", [[320] * 18, [1, 799, 1000, 3, 2500, 1200, 1]])
 def test_streaming_equals_offline(chunks):
     model = FRCRN(channels=8, se_pooling="causal").eval()
