@@ -29,10 +29,10 @@ constexpr flag. It returns the pair weights ``W`` (``[T, T]``, or ``[T, T, K]`` 
 gates: ``SCALAR`` false), ``e_read`` (``[T, 1]`` or ``[T, K]``), ``e_write`` (same), ``e_keep``
 (scalar or ``[K, 1]``), every exponent masked before ``exp``, and one op-specific value.
 
-Each op keeps its own thin kernels, with their names and signatures (``benchmarks/
-compile_kernels.py`` compiles them by name), which call the passes here. The host side (:func:`forward_passes`, :func:`backward_passes`)
-launches the four kernels for any op whose kernels take the gate tensors in one place of a fixed
-argument order. Matrix products run with ``input_precision=DOT``; arithmetic in ``ACC``.
+Each op keeps its own thin kernels, with their names and signatures
+(``benchmarks/compile_kernels.py`` compiles them by name), which call the passes here. The host
+side (:func:`forward_passes`, :func:`backward_passes`) launches the four kernels for any op whose
+kernels take the gate tensors in one place of a fixed argument order. Matrix products run with ``input_precision=DOT``; arithmetic in ``ACC``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Pure-PyTorch causal depthwise convolution: one channels-last depthwise convolution over the
-state and the inputs, or, with resets, one vectorised pass per tap that reads zero across a segment boundary."""
+state and the inputs, or, with resets, one vectorised pass per tap that reads zero across a
+segment boundary."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def depthwise_conv1d(
         padding: zeros added on both sides of dim 1, or ``(before, after)``.
 
     Returns:
-        ``[B, T', C]`` (contiguous), ``T' = T + before + after - dilation (K - 1)``.
+        ``[B, T', C]``, ``T' = T + before + after - dilation (K - 1)``.
     """
     if isinstance(padding, tuple):
         x = F.pad(x, (0, 0, *padding))
