@@ -21,7 +21,7 @@ from torch import nn
 
 from mixerzoo.core.layers.sequence import Compaction, check_mask, check_reset, segment_ids
 from mixerzoo.core.ops.causal_conv1d import causal_conv1d
-from mixerzoo.core.ops.causal_conv1d.chunk import depthwise_conv1d
+from mixerzoo.core.ops.causal_conv1d.chunk import depthwise_conv1d  # noqa: F401 (re-exported)
 from mixerzoo.core.validation import check_tensor
 
 __all__ = ["CausalDepthwiseConv1d", "causal_depthwise_conv1d", "depthwise_conv1d"]
@@ -69,21 +69,9 @@ def causal_depthwise_conv1d(
         # Positions past each row's real tokens are padding: zero them so nothing odd flows on.
         x = x * compaction.valid.unsqueeze(-1).to(x.dtype)
     history = torch.cat([state.to(x.dtype), x], dim=1)  # [B, ctx + T, C]
-    if x.device.type == "cuda":
-        # On GPUs the op's automatic backend: the fused Triton kernel (core.ops.causal_conv1d).
-        segments = seg if reset is not None else None
-        y = causal_conv1d(x, weight, bias, state, dilation, segments=segments)
-    elif reset is None:
-        y = depthwise_conv1d(history, weight, bias, dilation)
-    else:
-        # Tap by tap, reading zero where the tapped input lies in an earlier segment.
-        seg_history = torch.cat([seg.new_zeros(b, ctx), seg], dim=1)
-        y = x.new_zeros(b, t, c) if bias is None else bias.to(x.dtype).expand(b, t, c).clone()
-        for i in range(k):
-            lag = dilation * (k - 1 - i)
-            tapped = history[:, ctx - lag : ctx - lag + t]
-            same = (seg_history[:, ctx - lag : ctx - lag + t] == seg).unsqueeze(-1)
-            y = y + weight[:, i].to(x.dtype) * tapped * same.to(x.dtype)
+    # The op with its automatic backend: the fused Triton kernel on GPUs, the channels-last
+    # convolution (tap by tap across resets) of its chunk backend on CPUs.
+    y = causal_conv1d(x, weight, bias, state, dilation, segments=seg if reset is not None else None)
     if compaction is None:
         new_state = history[:, t:]
         seg_state = (
