@@ -42,6 +42,9 @@ Options and deviations (all defaults are the official model):
 - ``channels`` and ``fsmn_order`` shrink the network for a CPU variant (official: 128, 20).
 - Complex convolutions use three real convolutions (Gauss's product) instead of four; with
   ``(W_r + W_i)``, ``(W_i - W_r)`` formed from the stored official kernels the result is the same.
+  Calls of a few frames (streaming) run the U-Net convolutions as batched matrix products over
+  all frequency positions instead (the transposed ones in polyphase form): the same sums, in the
+  form PyTorch runs fast at one frame, where its convolutions take slow generic paths.
 - Time is processed causally per layer: an encoder's time tap on frame ``j - 1`` and a decoder's
   tap on frame ``j + 1`` are computed once per frame ("partial products") and carried, which is
   both the offline computation and the streaming one (no convolution is recomputed per frame).
@@ -133,6 +136,34 @@ class ComplexBatchNorm(nn.Module):
         return torch.stack((self.bn_re(z[0]), self.bn_im(z[1])))
 
 
+# Frames (times streams) up to which the U-Net convolutions run as matrix products (below) instead
+# of ``conv2d`` / ``conv_transpose2d``: for a few frames PyTorch's convolutions take slow generic
+# paths (single-frame transposed convolutions in particular), while a product over all frequency
+# positions at once runs at the speed of the offline convolution per frame (2 threads, full-size
+# layers: up to 2.7x faster at 1-2 frames, mostly faster at 5, about equal at 10; offline and
+# training sizes keep the convolutions).
+_GEMM_MAX_FRAMES = 8
+
+
+def _derived(module: nn.Module, name: str, params: tuple[torch.Tensor, ...], build):
+    """``build()``, kept on ``module`` under ``name`` while autograd is off and ``params`` are
+    unchanged (no in-place update, same storage and dtype).
+
+    Streaming runs every convolution once per 20 ms frame, and re-forming weight-sized tensors
+    each time cost more than the products; training (autograd on) neither reads nor fills it.
+    """
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return build()
+    key = tuple((p._version, p.data_ptr(), p.dtype) for p in params)
+    cache = module.__dict__.setdefault("_derived_cache", {})
+    hit = cache.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = build()
+    cache[name] = (key, value)
+    return value
+
+
 def _gauss_kernels(
     module: nn.Module,
     w_re: torch.Tensor,
@@ -144,24 +175,17 @@ def _gauss_kernels(
     """``(W_r, W_r + W_i, W_i - W_r)`` (each through ``layout``, e.g. the time-tap split of the
     U-Net convolutions) and the complex bias ``[2, C]`` of a complex convolution.
 
-    Without autograd (inference, streaming) they are formed once and kept on ``module`` until a
-    parameter changes (in-place update, new storage, dtype): streaming runs every convolution once
-    per 20 ms frame, and re-forming weight-sized tensors each time cost more than the products.
-    The cache holds three kernels per convolution, about 1.5x the convolution weights (60 MiB for
-    the full model); training (autograd on) neither reads nor fills it.
+    Without autograd (inference, streaming) they are kept on ``module`` (:func:`_derived`): three
+    kernels per convolution, about 1.5x the convolution weights (60 MiB for the full model), and
+    as much again for the matrix-product layout of the U-Net convolutions once a call of at most
+    ``_GEMM_MAX_FRAMES`` frames has used it.
     """
-    params = (w_re, w_im, b_re, b_im)
-    grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-    key = tuple((p._version, p.data_ptr(), p.dtype) for p in params)
-    cached = module.__dict__.get("_gauss_cache")
-    if not grad and cached is not None and cached[0] == key:
-        return cached[1]
-    if layout is not None:
-        w_re, w_im = layout(w_re), layout(w_im)
-    kernels = (w_re, w_re + w_im, w_im - w_re, torch.stack((b_re - b_im, b_re + b_im)))
-    if not grad:
-        module.__dict__["_gauss_cache"] = (key, kernels)
-    return kernels
+
+    def build() -> tuple[torch.Tensor, ...]:
+        wr, wi = (w_re, w_im) if layout is None else (layout(w_re), layout(w_im))
+        return (wr, wr + wi, wi - wr, torch.stack((b_re - b_im, b_re + b_im)))
+
+    return _derived(module, "gauss", (w_re, w_im, b_re, b_im), build)
 
 
 def _gauss_product(
@@ -173,6 +197,73 @@ def _gauss_product(
     k2 = op(xi, kernels[1])
     k3 = op(xr, kernels[2])
     return k1 - k2, k1 + k3
+
+
+def _gauss_inputs(z: torch.Tensor) -> torch.Tensor:
+    """``[2, B, C, F, N] -> [3, B, N, F, C]``: the Gauss product's inputs ``x_r + x_i, x_i, x_r``
+    with channels last, as rows for the matrix products below."""
+    x = z.permute(0, 1, 4, 3, 2)
+    return torch.stack((x[0] + x[1], x[1], x[0]))
+
+
+def _gauss_outputs(k: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The three products ``k [3, rows, C]`` -> ``[2, B, C, F, N]`` (``shape = (B, N, F)``)."""
+    y = torch.stack((k[0] - k[1], k[0] + k[2]))
+    return y.view(2, *shape, -1).permute(0, 1, 4, 3, 2)
+
+
+def _freq_conv_gemm(z: torch.Tensor, weight: torch.Tensor, kf: int) -> torch.Tensor:
+    """A complex convolution over frequency (kernel ``kf``, stride 2) of ``z [2, B, C, F, N]`` as
+    one batched matrix product: windows of the channels-last input (a strided view) times
+    ``weight [3, kf * C, C']`` (:func:`_freq_conv_weight`). Returns ``[2, B, C', F', N]``."""
+    _, b, c, f, n = z.shape
+    x = _gauss_inputs(z)
+    f_out = (f - kf) // 2 + 1
+    s = x.stride()
+    windows = x.as_strided((3, b, n, f_out, kf, c), (s[0], s[1], s[2], 2 * s[3], s[3], s[4]))
+    k = torch.bmm(windows.reshape(3, b * n * f_out, kf * c), weight)
+    return _gauss_outputs(k, (b, n, f_out))
+
+
+def _freq_conv_weight(kernels: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Gauss kernels ``[C', C, kf, 1]`` -> ``[3, kf * C, C']`` rows ordered (tap, channel)."""
+    return torch.stack([w[..., 0].permute(2, 1, 0).reshape(-1, w.shape[0]) for w in kernels[:3]])
+
+
+def _freq_conv_transpose_gemm(z: torch.Tensor, weight: torch.Tensor, kf: int) -> torch.Tensor:
+    """A complex transposed convolution over frequency (kernel ``kf``, stride 2) of
+    ``z [2, B, C, F, N]`` as one batched matrix product, in polyphase form: output bins ``2j``
+    and ``2j + 1`` are both sums over the ``m = ceil(kf / 2)`` input bins ``j - m + 1 .. j``, so
+    windows of the zero-padded input times ``weight [3, m * C, 2 * C']``
+    (:func:`_freq_conv_transpose_weight`) give the output with the two phases interleaved, in
+    place (no overlap-add pass). Returns ``[2, B, C', 2 (F - 1) + kf, N]``."""
+    _, b, c, f, n = z.shape
+    m = (kf + 1) // 2
+    x = F.pad(_gauss_inputs(z), (0, 0, m - 1, m - 1))
+    j = f + m - 1
+    s = x.stride()
+    windows = x.as_strided((3, b, n, j, m, c), (s[0], s[1], s[2], s[3], s[3], s[4]))
+    k = torch.bmm(windows.reshape(3, b * n * j, m * c), weight)
+    f_out = 2 * (f - 1) + kf
+    k = k.view(3, b * n, 2 * j, -1)[:, :, :f_out]
+    return _gauss_outputs(k.reshape(3, b * n * f_out, -1), (b, n, f_out))
+
+
+def _freq_conv_transpose_weight(kernels: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Gauss kernels ``[C, C', kf, 1]`` -> ``[3, m * C, 2 * C']``: window position ``t`` and
+    phase ``r`` take tap ``2 (m - 1 - t) + r`` (zero past the kernel)."""
+    c, c_out, kf = kernels[0].shape[:3]
+    m = (kf + 1) // 2
+    out = []
+    for w in kernels[:3]:
+        poly = w.new_zeros(m, c, 2, c_out)
+        for t in range(m):
+            for r in range(2):
+                tap = 2 * (m - 1 - t) + r
+                if tap < kf:
+                    poly[t, :, r] = w[:, :, tap, 0]
+        out.append(poly.reshape(m * c, 2 * c_out))
+    return torch.stack(out)
 
 
 class ComplexEncoder(nn.Module):
@@ -203,14 +294,17 @@ class ComplexEncoder(nn.Module):
         c = self.out_channels
         if state is None:
             state = z.new_zeros(())
-        kernels = _gauss_kernels(
-            self, conv_re.weight, conv_im.weight, conv_re.bias, conv_im.bias, self._taps
-        )
-        if z.shape[-1] > 0:
+        params = (conv_re.weight, conv_im.weight, conv_re.bias, conv_im.bias)
+        kernels = _gauss_kernels(self, *params, self._taps)
+        if 0 < z.shape[1] * z.shape[-1] <= _GEMM_MAX_FRAMES:
+            weight = _derived(self, "gemm", params, lambda: _freq_conv_weight(kernels))
+            q = _freq_conv_gemm(z, weight, conv_re.weight.shape[2])  # [2, B, 2C, F', N]
+        elif z.shape[-1] > 0:
             real, imag = _gauss_product(
                 z[0], z[1], kernels, lambda x, w: F.conv2d(x, w, stride=(2, 1))
             )
             q = torch.stack((real, imag))  # [2, B, 2C, F', N]
+        if z.shape[-1] > 0:
             q0, q1 = q[:, :, :c], q[:, :, c:]
             prev = torch.cat([state.expand_as(q0[..., :1]), q0[..., :-1]], dim=-1)
             out = q1 + prev
@@ -264,13 +358,16 @@ class ComplexDecoder(nn.Module):
         if z.shape[-1] == 0:
             f_out = (z.shape[3] - 1) * 2 + tconv_re.weight.shape[2]
             return z.new_zeros(z.shape[:2] + (c, f_out, 0)), state
-        kernels = _gauss_kernels(
-            self, tconv_re.weight, tconv_im.weight, tconv_re.bias, tconv_im.bias, self._taps
-        )
-        real, imag = _gauss_product(
-            z[0], z[1], kernels, lambda x, w: F.conv_transpose2d(x, w, stride=(2, 1))
-        )
-        p = torch.stack((real, imag))  # [2, B, 2C, F', N]
+        params = (tconv_re.weight, tconv_im.weight, tconv_re.bias, tconv_im.bias)
+        kernels = _gauss_kernels(self, *params, self._taps)
+        if z.shape[1] * z.shape[-1] <= _GEMM_MAX_FRAMES:
+            weight = _derived(self, "gemm", params, lambda: _freq_conv_transpose_weight(kernels))
+            p = _freq_conv_transpose_gemm(z, weight, tconv_re.weight.shape[2])
+        else:
+            real, imag = _gauss_product(
+                z[0], z[1], kernels, lambda x, w: F.conv_transpose2d(x, w, stride=(2, 1))
+            )
+            p = torch.stack((real, imag))  # [2, B, 2C, F', N]
         p0, p1 = p[:, :, :c], p[:, :, c:]
         if state is None:
             out = p0[..., 1:] + p1[..., :-1]
@@ -333,8 +430,9 @@ class ComplexSE(nn.Module):
             pooled = cumulative / steps
             new_state = (cumulative[..., -1], steps[-1])
         s = pooled.transpose(-1, -2)  # [2, B, T', C]
-        g_r = self.fc_r(s[0]) - self.fc_i(s[1])
-        g_i = self.fc_r(s[1]) + self.fc_i(s[0])
+        by_r, by_i = self.fc_r(s), self.fc_i(s)  # each branch on both parts at once
+        g_r = by_r[0] - by_i[1]
+        g_i = by_r[1] + by_i[0]
         gains = torch.stack((g_r, g_i)).transpose(-1, -2)[:, :, :, None, :]  # [2, B, C, 1, T']
         return z * gains, new_state
 

@@ -16,8 +16,13 @@ import torch.nn.functional as F
 
 from mixerzoo.audio.inference import load_model
 from mixerzoo.audio.models.frcrn import (
+    _GEMM_MAX_FRAMES,
     FRCRN,
     FRCRNStreamer,
+    _freq_conv_gemm,
+    _freq_conv_transpose_gemm,
+    _freq_conv_transpose_weight,
+    _freq_conv_weight,
     complex_ideal_ratio_mask,
     frcrn_loss,
     frcrn_official_key_map,
@@ -300,13 +305,15 @@ def test_forward_keeps_length_any_length_and_short_inputs():
             assert model(torch.randn(2, n)).shape == (2, n)
 
 
-def test_inference_kernels_follow_weight_updates():
+@pytest.mark.parametrize("length", [3200, 1280])
+def test_inference_kernels_follow_weight_updates(length):
     # Without autograd the complex convolutions keep their derived kernels between calls; an
     # optimiser step, a loaded state dict or a dtype change must never leave them stale: after
-    # each, the output equals that of a fresh model holding the same weights.
+    # each, the output equals that of a fresh model holding the same weights. 3,200 samples run
+    # the convolutions, 1,280 (6 frames) their matrix-product form, with its own kept weights.
     torch.manual_seed(0)
     model = FRCRN(channels=8).eval()
-    wav = torch.randn(1, 3200) * 0.3
+    wav = torch.randn(1, length) * 0.3
 
     def fresh_output(m: FRCRN) -> torch.Tensor:
         twin = FRCRN(channels=8).eval().to(next(m.parameters()).dtype)
@@ -318,7 +325,7 @@ def test_inference_kernels_follow_weight_updates():
         before = model(wav)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    clean = torch.randn(1, 3200) * 0.3
+    clean = torch.randn(1, length) * 0.3
     frcrn_loss(model, wav, clean, model(wav, return_output=True))["loss"].backward()
     optimiser.step()
     model.eval()
@@ -334,6 +341,59 @@ def test_inference_kernels_follow_weight_updates():
     with torch.no_grad():
         assert model(wav.double()).dtype == torch.float64
         assert_close(model(wav.double()), fresh_output(model))
+
+
+def _complex_conv(z, w_re, w_im, op):
+    """The official complex convolution: four real applications, ``[2, ...]`` real/imag."""
+    return torch.stack((op(z[0], w_re) - op(z[1], w_im), op(z[0], w_im) + op(z[1], w_re)))
+
+
+@pytest.mark.parametrize("kf", sorted(set(ENC_KF + DEC_KF)))
+@pytest.mark.parametrize("transpose", [False, True])
+def test_frequency_convolutions_as_matrix_products_equal_the_convolutions(kf, transpose):
+    # Few frames (streaming) run the U-Net convolutions as matrix products; values and gradients
+    # must equal conv2d / conv_transpose2d's (stride 2 over frequency, odd bin count, batch 2).
+    torch.manual_seed(0)
+    c_in, c_out, bins, frames = 3, 4, 19, 3
+    z = torch.randn(2, 2, c_in, bins, frames, dtype=torch.float64, requires_grad=True)
+    shape = (c_in, c_out, kf, 1) if transpose else (c_out, c_in, kf, 1)
+    w_re = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w_im = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    if transpose:
+        op = lambda x, w: F.conv_transpose2d(x, w, stride=(2, 1))  # noqa: E731
+        to_weight, gemm = _freq_conv_transpose_weight, _freq_conv_transpose_gemm
+    else:
+        op = lambda x, w: F.conv2d(x, w, stride=(2, 1))  # noqa: E731
+        to_weight, gemm = _freq_conv_weight, _freq_conv_gemm
+    expected = _complex_conv(z, w_re, w_im, op)
+    got = gemm(z, to_weight((w_re, w_re + w_im, w_im - w_re)), kf)
+    assert got.shape == expected.shape
+    assert_close(got, expected)
+    probe = torch.randn_like(expected)
+    grads = torch.autograd.grad((got * probe).sum(), (z, w_re, w_im))
+    expected_grads = torch.autograd.grad((expected * probe).sum(), (z, w_re, w_im))
+    for g, e in zip(grads, expected_grads):
+        assert_close(g, e)
+
+
+def test_few_frames_take_the_matrix_product_path_and_match_many_frames():
+    # The same frames through the model at once (convolutions) and one call per few frames
+    # (matrix products) give the same masks.
+    torch.manual_seed(1)
+    model = FRCRN(channels=8, se_pooling="causal").eval()
+    for p in model.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    spec = model.analyse(torch.randn(1, 320 * 23 + 320) * 0.3)
+    assert spec.shape[-1] > _GEMM_MAX_FRAMES
+    with torch.no_grad():
+        whole, _ = model.unet(spec)
+        pieces, state = [], None
+        for start in range(0, spec.shape[-1], _GEMM_MAX_FRAMES):
+            part = spec[..., start : start + _GEMM_MAX_FRAMES]
+            final = start + _GEMM_MAX_FRAMES >= spec.shape[-1]
+            out, state = model.unet(part, state, final)
+            pieces.append(out)
+    assert_close(torch.cat(pieces, -1), whole, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("chunks", [[320] * 18, [1, 799, 1000, 3, 2500, 1200, 1]])
