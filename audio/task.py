@@ -110,6 +110,54 @@ class _SpeechTask(BaseTask):
     def on_test_epoch_end(self) -> None:
         self._finish("test")
 
+    # Batch keys of the input and the target; subclasses set them and define ``compute_loss``
+    # and ``_utterance``.
+    _input_key: str
+    _target_key: str
+
+    def compute_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _utterance(
+        self, est: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor, stage: str
+    ) -> tuple[dict[str, float], float]:
+        """One utterance's metrics row and loss (``est``, ``target``, ``inputs`` cropped to it,
+        batch dimension 1)."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int):
+        inputs, targets = batch[self._input_key], batch[self._target_key]
+        if not self._finite(inputs, targets, what=f"{type(self).__name__}.training_step"):
+            return None
+        parts = self.compute_loss(inputs, targets)
+        for key, value in parts.items():
+            self.log(f"train_{key}", value, prog_bar=key == "loss", batch_size=inputs.shape[0])
+        return self._guard_loss(parts["loss"])
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        inputs, targets = batch[self._input_key], batch[self._target_key]
+        lengths = batch.get("lengths", torch.full((inputs.shape[0],), inputs.shape[-1]))
+        if not self._finite(inputs, targets, what=f"{type(self).__name__}.{stage}"):
+            return
+        est = self.model(inputs)
+        losses = []
+        for b in range(inputs.shape[0]):
+            n = int(lengths[b])
+            row, loss = self._utterance(
+                est[b : b + 1, ..., :n], targets[b : b + 1, ..., :n], inputs[b : b + 1, :n], stage
+            )
+            self._rows[stage].append({"name": batch["name"][b], **row})
+            losses.append(loss)
+        self.log(f"{stage}_loss", sum(losses) / len(losses), batch_size=len(losses))
+
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "test")
+
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -132,6 +180,8 @@ class EnhancementTask(_SpeechTask):
 
     Batches: ``{"noisy": [B, T], "clean": [B, T], "lengths": [B], "name": [...]}``.
     """
+
+    _input_key, _target_key = "noisy", "clean"
 
     def __init__(
         self,
@@ -167,49 +217,18 @@ class EnhancementTask(_SpeechTask):
         value = si_snr(self.model(noisy), clean).mean()
         return {"loss": -value, "si_snr": value}
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int):
-        noisy, clean = batch["noisy"], batch["clean"]
-        if not self._finite(noisy, clean, what="EnhancementTask.training_step"):
-            return None
-        parts = self.compute_loss(noisy, clean)
-        for key, value in parts.items():
-            self.log(f"train_{key}", value, prog_bar=key == "loss", batch_size=noisy.shape[0])
-        return self._guard_loss(parts["loss"])
-
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        noisy, clean = batch["noisy"], batch["clean"]
-        lengths = batch.get("lengths", torch.full((noisy.shape[0],), noisy.shape[-1]))
-        if not self._finite(noisy, clean, what=f"EnhancementTask.{stage}"):
-            return
-        est = self.model(noisy)
-        losses = []
-        for b in range(noisy.shape[0]):
-            n = int(lengths[b])
-            e, c, x = est[b : b + 1, :n], clean[b : b + 1, :n], noisy[b : b + 1, :n]
-            out_db, in_db = float(si_snr(e, c)), float(si_snr(x, c))
-            row = {
-                "name": batch["name"][b],
-                "si_snr_in": in_db,
-                "si_snr_out": out_db,
-                "si_snri": out_db - in_db,
-            }
-            if self._with_quality(stage):
-                mode = "wb" if self.sample_rate == 16000 else "nb"
-                row["pesq_in"] = float(pesq(x, c, self.sample_rate, mode)[0])
-                row["pesq_out"] = float(pesq(e, c, self.sample_rate, mode)[0])
-                row["stoi_in"] = float(stoi(x, c, self.sample_rate)[0])
-                row["stoi_out"] = float(stoi(e, c, self.sample_rate)[0])
-            self._rows[stage].append(row)
-            losses.append(-out_db)
-        self.log(f"{stage}_loss", sum(losses) / len(losses), batch_size=len(losses))
-
-    def validation_step(
-        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, "test")
+    def _utterance(
+        self, est: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor, stage: str
+    ) -> tuple[dict[str, float], float]:
+        out_db, in_db = float(si_snr(est, clean)), float(si_snr(noisy, clean))
+        row = {"si_snr_in": in_db, "si_snr_out": out_db, "si_snri": out_db - in_db}
+        if self._with_quality(stage):
+            mode = "wb" if self.sample_rate == 16000 else "nb"
+            row["pesq_in"] = float(pesq(noisy, clean, self.sample_rate, mode)[0])
+            row["pesq_out"] = float(pesq(est, clean, self.sample_rate, mode)[0])
+            row["stoi_in"] = float(stoi(noisy, clean, self.sample_rate)[0])
+            row["stoi_out"] = float(stoi(est, clean, self.sample_rate)[0])
+        return row, -out_db
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         out = {
@@ -238,6 +257,8 @@ class SeparationTask(_SpeechTask):
 
     Batches: ``{"mix": [B, T], "sources": [B, S, T], "lengths": [B], "name": [...]}``.
     """
+
+    _input_key, _target_key = "mix", "sources"
 
     def __init__(
         self,
@@ -272,52 +293,21 @@ class SeparationTask(_SpeechTask):
         loss = kept.mean() if kept.numel() else per_utt.mean() * 0
         return {"loss": loss, "si_snr": best.mean()}
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int):
-        mix, sources = batch["mix"], batch["sources"]
-        if not self._finite(mix, sources, what="SeparationTask.training_step"):
-            return None
-        parts = self.compute_loss(mix, sources)
-        for key, value in parts.items():
-            self.log(f"train_{key}", value, prog_bar=key == "loss", batch_size=mix.shape[0])
-        return self._guard_loss(parts["loss"])
-
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        mix, sources = batch["mix"], batch["sources"]
-        lengths = batch.get("lengths", torch.full((mix.shape[0],), mix.shape[-1]))
-        if not self._finite(mix, sources, what=f"SeparationTask.{stage}"):
-            return
-        est = self.model(mix)
-        losses = []
-        for b in range(mix.shape[0]):
-            n = int(lengths[b])
-            e, s = est[b : b + 1, :, :n], sources[b : b + 1, :, :n]
-            m = mix[b : b + 1, None, :n].expand_as(s)
-            best, perm = pit_si_snr(e, s)
-            mix_db = float(si_snr(m.reshape(-1, n), s.reshape(-1, n)).mean())
-            row = {
-                "name": batch["name"][b],
-                "si_snr_in": mix_db,
-                "si_snr_out": float(best),
-                "si_snri": float(best) - mix_db,
-            }
-            if self._with_quality(stage):
-                ordered = reorder_sources(e, perm)[0]
-                refs = s[0]
-                row["pesq_in"] = _nanmean(pesq(m[0], refs, self.sample_rate, "nb").tolist())
-                row["pesq_out"] = _nanmean(pesq(ordered, refs, self.sample_rate, "nb").tolist())
-                row["stoi_in"] = float(stoi(m[0], refs, self.sample_rate).mean())
-                row["stoi_out"] = float(stoi(ordered, refs, self.sample_rate).mean())
-            self._rows[stage].append(row)
-            losses.append(-float(best))
-        self.log(f"{stage}_loss", sum(losses) / len(losses), batch_size=len(losses))
-
-    def validation_step(
-        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, "test")
+    def _utterance(
+        self, est: torch.Tensor, sources: torch.Tensor, mix: torch.Tensor, stage: str
+    ) -> tuple[dict[str, float], float]:
+        n = sources.shape[-1]
+        m = mix[:, None].expand_as(sources)
+        best, perm = pit_si_snr(est, sources)
+        mix_db = float(si_snr(m.reshape(-1, n), sources.reshape(-1, n)).mean())
+        row = {"si_snr_in": mix_db, "si_snr_out": float(best), "si_snri": float(best) - mix_db}
+        if self._with_quality(stage):
+            ordered, refs = reorder_sources(est, perm)[0], sources[0]
+            row["pesq_in"] = _nanmean(pesq(m[0], refs, self.sample_rate, "nb").tolist())
+            row["pesq_out"] = _nanmean(pesq(ordered, refs, self.sample_rate, "nb").tolist())
+            row["stoi_in"] = float(stoi(m[0], refs, self.sample_rate).mean())
+            row["stoi_out"] = float(stoi(ordered, refs, self.sample_rate).mean())
+        return row, -float(best)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         est = self.model(batch["mix"])

@@ -6,9 +6,11 @@ import math
 from functools import partial
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
+from torchmetrics.functional.audio import scale_invariant_signal_noise_ratio
 
 from mixerzoo.audio.inference import chunked, main
 from mixerzoo.audio.models import FRCRN, MossFormer2
@@ -114,6 +116,20 @@ def test_tasks_train_and_write_per_utterance_csv(tmp_path):
         assert header[:4] == ["name", "si_snr_in", "si_snr_out", "si_snri"]
         assert {"pesq_in", "pesq_out", "stoi_in", "stoi_out"} <= set(header)
         assert len(rows) == 3  # two utterances
+        # The input SI-SNR of the second utterance, on its first 3,000 samples only: torchmetrics'
+        # SI-SNR of the noisy input (enhancement) or the mean over sources of the mixture's.
+        second = dict(zip(header, rows[2].split(",")))
+        batch = batches[0]
+        if kind == "enh":
+            x, refs = batch["noisy"][1:2, :3000], batch["clean"][1:2, :3000]
+        else:
+            refs = batch["sources"][1, :, :3000]
+            x = batch["mix"][1:2, :3000].expand_as(refs)
+        expected = float(scale_invariant_signal_noise_ratio(x, refs).mean())
+        assert float(second["si_snr_in"]) == pytest.approx(expected, abs=1e-3)
+        assert float(second["si_snri"]) == pytest.approx(
+            float(second["si_snr_out"]) - expected, abs=1e-3
+        )
 
 
 def test_training_step_skips_nan_batches():
