@@ -7,6 +7,10 @@ Subcommands (each prints a markdown table; ``benchmarks/RESULTS.md`` records the
         torch.utils.flop_counter on 4 s of audio), CPU real-time factor at 2 threads offline
         and, for FRCRN, streaming (FRCRNStreamer fed 320-sample chunks, one 20 ms hop, or the
         sizes given by --stream-chunks).
+    python benchmarks/audio.py stream-compare --rev REV [--model frcrn] [--chunks 0 320 1600]
+        FRCRN real-time factor offline (chunk 0) and streaming, the working tree's model against
+        audio/models/frcrn.py as it was at git revision REV, side by side in one process
+        (interleaved rounds, best of each).
     python benchmarks/audio.py separation-eval --data ../shared/data/audio/libri2mix_8k \\
         [--checkpoint runs/.../best.ckpt] [--official-outputs DIR]
         PIT SI-SNRi on the 36 real Libri2Mix mixtures; metric sanity checks (a reference scores
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -39,9 +44,13 @@ from mixerzoo.audio.models import FRCRN, FRCRNStreamer, MossFormer2, mossformer2
 
 OFFICIAL_PARAMS = {"frcrn": 13_963_604, "mossformer2": 55_735_410}
 
+FRCRN_KWARGS = {
+    "frcrn": dict(se_pooling="causal"),
+    "frcrn_cpu": dict(channels=16, se_pooling="causal"),
+}
 MODELS = {
-    "frcrn": lambda: FRCRN(se_pooling="causal"),
-    "frcrn_cpu": lambda: FRCRN(channels=16, se_pooling="causal"),
+    "frcrn": lambda: FRCRN(**FRCRN_KWARGS["frcrn"]),
+    "frcrn_cpu": lambda: FRCRN(**FRCRN_KWARGS["frcrn_cpu"]),
     "mossformer2": lambda: MossFormer2(sample_rate=8000),
     "mossformer2_16k": lambda: MossFormer2(sample_rate=16000),
     "mossformer2_small": lambda: mossformer2_small(),
@@ -68,9 +77,11 @@ def real_time_factor(model, seconds: float, repeats: int = 3) -> float:
     return best / seconds
 
 
-def streaming_rtf(model: FRCRN, seconds: float, chunk: int = 320) -> float:
+def streaming_rtf(
+    model: FRCRN, seconds: float, chunk: int = 320, streamer_cls=FRCRNStreamer
+) -> float:
     x = torch.randn(1, int(seconds * model.sample_rate)) * 0.1
-    streamer = FRCRNStreamer(model)
+    streamer = streamer_cls(model)
     for i in range(0, model.sample_rate, chunk):  # warm-up second
         streamer.process(x[:, i : i + chunk])
     streamer.reset()
@@ -106,6 +117,59 @@ def cmd_profile(args) -> None:
             f"| {name} | {params / 1e6:.2f} M | {off} | {macs / 1e9:.2f} G | {rtf_text} | {stream} |",
             flush=True,
         )
+
+
+def _frcrn_module_at(rev: str) -> types.ModuleType:
+    """``audio/models/frcrn.py`` as it was at git revision ``rev``, imported as a module of its own
+    (without its registry entry, which the current module holds) to run beside the current one."""
+    import mixerzoo.core.registry as registry
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "show", f"{rev}:audio/models/frcrn.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    name = f"frcrn_at_{rev}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # dataclasses look their module up
+    saved = registry.register_model
+    registry.register_model = lambda *args, **kwargs: lambda obj: obj
+    try:
+        exec(compile(source, f"{rev}:audio/models/frcrn.py", "exec"), module.__dict__)
+    finally:
+        registry.register_model = saved
+    return module
+
+
+def cmd_stream_compare(args) -> None:
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}\n")
+    versions = {
+        f"at {args.rev}": _frcrn_module_at(args.rev),
+        "working tree": sys.modules[FRCRN.__module__],
+    }
+    models = {}
+    for label, module in versions.items():
+        torch.manual_seed(0)
+        models[label] = (module, module.FRCRN(**FRCRN_KWARGS[args.model]).eval())
+    labels = list(models)
+    print(f"| chunk | RTF {labels[0]} | RTF {labels[1]} | speed-up |")
+    print("| --- | --- | --- | --- |")
+    for chunk in args.chunks:
+        best = dict.fromkeys(labels, math.inf)
+        for _ in range(args.rounds):
+            for label, (module, model) in models.items():
+                if chunk == 0:
+                    rtf = real_time_factor(model, args.seconds, repeats=1)
+                else:
+                    rtf = streaming_rtf(model, args.seconds, chunk, module.FRCRNStreamer)
+                best[label] = min(best[label], rtf)
+        what = "offline" if chunk == 0 else f"{chunk / 16:g} ms"
+        before, after = best[labels[0]], best[labels[1]]
+        print(f"| {what} | {before:.3f} | {after:.3f} | {before / after:.2f}x |", flush=True)
 
 
 def _load(name: str, checkpoint: str | None) -> torch.nn.Module:
@@ -271,6 +335,19 @@ def main(argv=None) -> None:
         default=[320],
         help="FRCRN streaming chunk sizes in samples at 16 kHz (320 = one 20 ms hop)",
     )
+    p = sub.add_parser("stream-compare")
+    p.add_argument("--rev", required=True, help="git revision of the model to compare against")
+    p.add_argument("--model", choices=sorted(FRCRN_KWARGS), default="frcrn")
+    p.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        default=[0, 320, 1600, 3200, 4800],
+        help="chunk sizes in samples at 16 kHz (0: offline)",
+    )
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
     p = sub.add_parser("separation-eval")
     p.add_argument("--data", default="../shared/data/audio/libri2mix_8k")
     p.add_argument("--models", nargs="*", default=[], help="NAME or NAME=CHECKPOINT")
@@ -284,6 +361,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     {
         "profile": cmd_profile,
+        "stream-compare": cmd_stream_compare,
         "separation-eval": cmd_separation_eval,
         "make-speakers": cmd_make_speakers,
     }[args.cmd](args)
