@@ -460,34 +460,34 @@ class ComplexFSMN(nn.Module):
                 mixer = create_mixer("fsmn", d_model=channels, lorder=lorder, hidden_size=channels)
                 self.add_module(f"fsmn_{part}_L{i}", mixer)
 
-    def _layer(self, i: int, xr: torch.Tensor, xi: torch.Tensor, state: Any) -> tuple:
+    def _layer(self, i: int, both: torch.Tensor, state: Any) -> tuple:
+        """Layer ``i`` on ``both = [x_r; x_i]`` (real parts, then imaginary parts, stacked along
+        the batch): each real FSMN runs once on both parts; returns ``[y_r; y_i]`` and states."""
         f_re, f_im = getattr(self, f"fsmn_re_L{i}"), getattr(self, f"fsmn_im_L{i}")
-        both = torch.cat([xr, xi], dim=0)
         s_re, s_im = (None, None) if state is None else state
         re, s_re = f_re(both, s_re)
         im, s_im = f_im(both, s_im)
-        n = xr.shape[0]
-        return re[:n] - im[n:], re[n:] + im[:n], (s_re, s_im)
+        n = both.shape[0] // 2
+        return torch.cat((re[:n] - im[n:], re[n:] + im[:n])), (s_re, s_im)
 
     def forward(self, z: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         two, b, c, f, t = z.shape
         if t == 0:
             return z, state
+        # [x_r; x_i] as one batch of sequences, formed by the one copy the layout change needs.
         if self.axis == "freq":
-            seq = z.permute(0, 1, 4, 3, 2).reshape(2, b * t, f, c)  # sequences over frequency
+            seq = z.permute(0, 1, 4, 3, 2).reshape(2 * b * t, f, c)  # sequences over frequency
         else:
-            seq = z.reshape(2, b, c * f, t).transpose(-1, -2)  # [2, B, T, C*F]
-        xr, xi = seq[0], seq[1]
+            seq = z.reshape(2, b, c * f, t).transpose(-1, -2).reshape(2 * b, t, c * f)
         new_states = []
         for i in range(1, self.layers + 1):
             layer_state = None if (state is None or self.axis == "freq") else state[i - 1]
-            xr, xi, s = self._layer(i, xr, xi, layer_state)
+            seq, s = self._layer(i, seq, layer_state)
             new_states.append(s)
-        out = torch.stack((xr, xi))
         if self.axis == "freq":
-            out = out.reshape(2, b, t, f, c).permute(0, 1, 4, 3, 2)
+            out = seq.view(2, b, t, f, c).permute(0, 1, 4, 3, 2)
             return out, None
-        out = out.transpose(-1, -2).reshape(2, b, c, f, t)
+        out = seq.view(2, b, t, c * f).transpose(-1, -2).reshape(2, b, c, f, t)
         return out, tuple(new_states)
 
 

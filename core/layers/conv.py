@@ -68,17 +68,21 @@ def causal_depthwise_conv1d(
         x, seg = compaction.compact(x), compaction.compact(seg)
         # Positions past each row's real tokens are padding: zero them so nothing odd flows on.
         x = x * compaction.valid.unsqueeze(-1).to(x.dtype)
-    history = torch.cat([state.to(x.dtype), x], dim=1)  # [B, ctx + T, C]
     # The op with its automatic backend: the fused Triton kernel on GPUs, the channels-last
     # convolution (tap by tap across resets) of its chunk backend on CPUs.
     y = causal_conv1d(x, weight, bias, state, dilation, segments=seg if reset is not None else None)
     if compaction is None:
-        new_state = history[:, t:]
+        # The last ctx inputs of [state, x]: a copy of x's tail when x is that long, without
+        # forming the whole history (a sequence-sized copy).
+        if t >= ctx:
+            new_state = x[:, t - ctx :].clone()
+        else:
+            new_state = torch.cat([state.to(x.dtype), x], dim=1)[:, t:]
         seg_state = (
             torch.cat([seg.new_zeros(b, ctx), seg], dim=1)[:, t:] if reset is not None else None
         )
     else:
-        new_state = compaction.last(history, ctx)
+        new_state = compaction.last(torch.cat([state.to(x.dtype), x], dim=1), ctx)
         seg_state = (
             compaction.last(torch.cat([seg.new_zeros(b, ctx), seg], dim=1), ctx)
             if reset is not None

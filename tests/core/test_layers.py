@@ -49,9 +49,10 @@ def _loop_conv(x, weight, bias, state, dilation, reset, mask):
 @pytest.mark.parametrize("dilation", [1, 3])
 @pytest.mark.parametrize("with_reset", [False, True])
 @pytest.mark.parametrize("with_mask", [False, True])
-def test_causal_conv_equals_loop(dilation, with_reset, with_mask):
+@pytest.mark.parametrize("t", [11, 2])  # longer and shorter than the carried context
+def test_causal_conv_equals_loop(dilation, with_reset, with_mask, t):
     torch.manual_seed(0)
-    b, t, c, k = 3, 11, 5, 4
+    b, c, k = 3, 5, 4
     x = torch.randn(b, t, c, dtype=torch.float64)
     weight, bias = torch.randn(c, k, dtype=torch.float64), torch.randn(c, dtype=torch.float64)
     state = torch.randn(b, dilation * (k - 1), c, dtype=torch.float64)
