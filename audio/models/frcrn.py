@@ -132,7 +132,34 @@ class ComplexBatchNorm(nn.Module):
         self.bn_re = nn.BatchNorm2d(channels)
         self.bn_im = nn.BatchNorm2d(channels)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation mode: the norms as ``z * scale + shift``, each ``[2, C]`` (real, imag)."""
+        bns = (self.bn_re, self.bn_im)
+        params = tuple(
+            t for bn in bns for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        )
+
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            scale = torch.stack([bn.weight * torch.rsqrt(bn.running_var + bn.eps) for bn in bns])
+            mean = torch.stack([bn.running_mean for bn in bns])
+            return scale, torch.stack([bn.bias for bn in bns]) - mean * scale
+
+        return _derived(self, "affine", params, build)
+
+    def forward(self, z: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``z + bias`` (``bias [2, C]``: a preceding convolution's, or ``None``).
+
+        In evaluation mode (running statistics) both are one per-channel affine map of ``z``, a
+        single pass instead of three; in training mode the two ``BatchNorm2d`` run as usual.
+        """
+        bns = (self.bn_re, self.bn_im)
+        if not any(bn.training or bn.running_mean is None for bn in bns):
+            scale, shift = self._affine()
+            if bias is not None:
+                shift = shift + bias * scale
+            return torch.addcmul(shift[:, None, :, None, None], z, scale[:, None, :, None, None])
+        if bias is not None:
+            z = z + bias[:, None, :, None, None]
         return torch.stack((self.bn_re(z[0]), self.bn_im(z[1])))
 
 
@@ -320,8 +347,7 @@ class ComplexEncoder(nn.Module):
         if out is None:
             f_out = (z.shape[3] - conv_re.weight.shape[2]) // 2 + 1
             return z.new_zeros(z.shape[:2] + (c, f_out, 0)), last_q0
-        out = out + kernels[3][:, None, :, None, None]
-        return _leaky_relu(self.bn(out)), last_q0
+        return _leaky_relu(self.bn(out, kernels[3])), last_q0
 
 
 class ComplexDecoder(nn.Module):
@@ -374,8 +400,7 @@ class ComplexDecoder(nn.Module):
         else:
             out = p0 + torch.cat([state, p1[..., :-1]], dim=-1)
         new_state = p1[..., -1:]
-        out = out + kernels[3][:, None, :, None, None]
-        return _leaky_relu(self.bn(out)), new_state
+        return _leaky_relu(self.bn(out, kernels[3])), new_state
 
 
 class ComplexSE(nn.Module):

@@ -18,6 +18,7 @@ from mixerzoo.audio.inference import load_model
 from mixerzoo.audio.models.frcrn import (
     _GEMM_MAX_FRAMES,
     FRCRN,
+    ComplexBatchNorm,
     FRCRNStreamer,
     _freq_conv_gemm,
     _freq_conv_transpose_gemm,
@@ -341,6 +342,36 @@ def test_inference_kernels_follow_weight_updates(length):
     with torch.no_grad():
         assert model(wav.double()).dtype == torch.float64
         assert_close(model(wav.double()), fresh_output(model))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_complex_batch_norm_equals_two_batch_norms(training):
+    # Evaluation mode folds the bias and both norms into one affine map; values and gradients
+    # (input, bias, norm weights) must equal BatchNorm2d's on each part of z + bias.
+    torch.manual_seed(0)
+    norm = ComplexBatchNorm(3).double()
+    for bn in (norm.bn_re, norm.bn_im):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.normal_()
+        bn.bias.data.normal_()
+    norm.train(training)
+    twin = ComplexBatchNorm(3).double().train(training)
+    twin.load_state_dict(norm.state_dict())
+    z = torch.randn(2, 2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    got = norm(z, bias)
+    shifted = z + bias[:, None, :, None, None]
+    want = torch.stack((twin.bn_re(shifted[0]), twin.bn_im(shifted[1])))
+    assert_close(got, want)
+    probe = torch.randn_like(want)
+    inputs = (z, bias, norm.bn_re.weight, norm.bn_im.bias)
+    twin_inputs = (z, bias, twin.bn_re.weight, twin.bn_im.bias)
+    for g, e in zip(
+        torch.autograd.grad((got * probe).sum(), inputs),
+        torch.autograd.grad((want * probe).sum(), twin_inputs),
+    ):
+        assert_close(g, e)
 
 
 def _complex_conv(z, w_re, w_im, op):
