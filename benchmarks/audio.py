@@ -125,13 +125,15 @@ def _frcrn_module_at(rev: str) -> types.ModuleType:
     import mixerzoo.core.registry as registry
 
     root = Path(__file__).resolve().parents[1]
-    source = subprocess.run(
-        ["git", "show", f"{rev}:audio/models/frcrn.py"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = subprocess.run(
+        ["git", "show", f"{rev}:audio/models/frcrn.py"], cwd=root, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        raise SystemExit(
+            f"stream-compare: cannot read audio/models/frcrn.py at revision {rev!r} from the git "
+            f"checkout {root} ({shown.stderr.strip()}); give a commit of this repository"
+        )
+    source = shown.stdout
     name = f"frcrn_at_{rev}"
     module = types.ModuleType(name)
     sys.modules[name] = module  # dataclasses look their module up

@@ -37,3 +37,12 @@ def test_stream_compare_runs_two_versions_side_by_side():
     for row in rows[1:]:
         before, after = (float(v) for v in row.split(" | ")[1:3])
         assert before > 0 and after > 0
+
+
+def test_stream_compare_names_a_revision_it_cannot_read():
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "stream-compare", "--rev", "no-such-revision"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "cannot read audio/models/frcrn.py at revision 'no-such-revision'" in run.stderr
