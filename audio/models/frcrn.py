@@ -293,6 +293,28 @@ def _freq_conv_transpose_weight(kernels: tuple[torch.Tensor, ...]) -> torch.Tens
     return torch.stack(out)
 
 
+def _complex_freq_conv(
+    module: nn.Module,
+    z: torch.Tensor,
+    params: tuple[torch.Tensor, ...],
+    kernels: tuple[torch.Tensor, ...],
+    transpose: bool,
+) -> torch.Tensor:
+    """``module``'s complex (transposed) convolution over frequency, stride 2, of
+    ``z [2, B, C, F, N]`` with its Gauss ``kernels`` (time taps split as channels): matrix
+    products for at most ``_GEMM_MAX_FRAMES`` frames x streams, the convolutions otherwise."""
+    kf = kernels[0].shape[2]
+    if z.shape[1] * z.shape[-1] <= _GEMM_MAX_FRAMES:
+        if transpose:
+            to_weight, gemm = _freq_conv_transpose_weight, _freq_conv_transpose_gemm
+        else:
+            to_weight, gemm = _freq_conv_weight, _freq_conv_gemm
+        return gemm(z, _derived(module, "gemm", params, lambda: to_weight(kernels)), kf)
+    conv = F.conv_transpose2d if transpose else F.conv2d
+    real, imag = _gauss_product(z[0], z[1], kernels, lambda x, w: conv(x, w, stride=(2, 1)))
+    return torch.stack((real, imag))
+
+
 class ComplexEncoder(nn.Module):
     """Complex Conv2d (kernel ``(k_f, 2)``, stride ``(2, 1)``, time padding 1) + BN + LeakyReLU.
 
@@ -323,15 +345,8 @@ class ComplexEncoder(nn.Module):
             state = z.new_zeros(())
         params = (conv_re.weight, conv_im.weight, conv_re.bias, conv_im.bias)
         kernels = _gauss_kernels(self, *params, self._taps)
-        if 0 < z.shape[1] * z.shape[-1] <= _GEMM_MAX_FRAMES:
-            weight = _derived(self, "gemm", params, lambda: _freq_conv_weight(kernels))
-            q = _freq_conv_gemm(z, weight, conv_re.weight.shape[2])  # [2, B, 2C, F', N]
-        elif z.shape[-1] > 0:
-            real, imag = _gauss_product(
-                z[0], z[1], kernels, lambda x, w: F.conv2d(x, w, stride=(2, 1))
-            )
-            q = torch.stack((real, imag))  # [2, B, 2C, F', N]
         if z.shape[-1] > 0:
+            q = _complex_freq_conv(self, z, params, kernels, transpose=False)  # [2, B, 2C, F', N]
             q0, q1 = q[:, :, :c], q[:, :, c:]
             prev = torch.cat([state.expand_as(q0[..., :1]), q0[..., :-1]], dim=-1)
             out = q1 + prev
@@ -386,14 +401,7 @@ class ComplexDecoder(nn.Module):
             return z.new_zeros(z.shape[:2] + (c, f_out, 0)), state
         params = (tconv_re.weight, tconv_im.weight, tconv_re.bias, tconv_im.bias)
         kernels = _gauss_kernels(self, *params, self._taps)
-        if z.shape[1] * z.shape[-1] <= _GEMM_MAX_FRAMES:
-            weight = _derived(self, "gemm", params, lambda: _freq_conv_transpose_weight(kernels))
-            p = _freq_conv_transpose_gemm(z, weight, tconv_re.weight.shape[2])
-        else:
-            real, imag = _gauss_product(
-                z[0], z[1], kernels, lambda x, w: F.conv_transpose2d(x, w, stride=(2, 1))
-            )
-            p = torch.stack((real, imag))  # [2, B, 2C, F', N]
+        p = _complex_freq_conv(self, z, params, kernels, transpose=True)  # [2, B, 2C, F', N]
         p0, p1 = p[:, :, :c], p[:, :, c:]
         if state is None:
             out = p0[..., 1:] + p1[..., :-1]
