@@ -6,7 +6,8 @@ Subcommands (each prints a markdown table; ``benchmarks/RESULTS.md`` records the
         parameters (ours and the official count), MACs per second of audio (counted by
         torch.utils.flop_counter on 4 s of audio), CPU real-time factor at 2 threads offline
         and, for FRCRN, streaming (FRCRNStreamer fed 320-sample chunks, one 20 ms hop, or the
-        sizes given by --stream-chunks).
+        sizes given by --stream-chunks); --official-peer adds the offline RTF of the official
+        FRCRN computation (the reference forward of tests/audio/test_frcrn.py) in the same run.
     python benchmarks/audio.py stream-compare --rev REV [--model frcrn] [--chunks 0 320 1600]
         FRCRN real-time factor offline (chunk 0) and streaming, the working tree's model against
         audio/models/frcrn.py as it was at git revision REV, side by side in one process
@@ -92,6 +93,29 @@ def streaming_rtf(
     return (time.perf_counter() - start) / seconds
 
 
+def official_frcrn_rtf(seconds: float, repeats: int) -> float:
+    """Offline RTF of the official FRCRN computation: the reference forward transcribed from
+    ClearerVoice-Studio's code in ``tests/audio/test_frcrn.py`` (four real convolutions per
+    complex one, its ``[B, C, F, T, 2]`` layout, global SE), with full-size random weights in the
+    official layout. The official package itself is not installable offline."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "audio" / "test_frcrn.py"
+    spec = importlib.util.spec_from_file_location("frcrn_official_reference", path)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    sd = reference.official_state_dict(128)
+    x = torch.randn(1, int(seconds * 16000)) * 0.1
+    with torch.no_grad():
+        reference.ref_frcrn(x[:, :16000], sd)  # warm-up
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            reference.ref_frcrn(x, sd)
+            best = min(best, time.perf_counter() - start)
+    return best / seconds
+
+
 def cmd_profile(args) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
@@ -117,6 +141,14 @@ def cmd_profile(args) -> None:
             f"| {name} | {params / 1e6:.2f} M | {off} | {macs / 1e9:.2f} G | {rtf_text} | {stream} |",
             flush=True,
         )
+        if name == "frcrn" and args.official_peer and not args.no_timing:
+            official_rtf = official_frcrn_rtf(args.seconds, args.repeats)
+            dashes = " | ".join("-" for _ in chunks)
+            print(
+                f"| frcrn, official computation (peer) | 13.96 M | 13.96 M | - | "
+                f"{official_rtf:.3f} | {dashes} |",
+                flush=True,
+            )
 
 
 def _frcrn_module_at(rev: str) -> types.ModuleType:
@@ -330,6 +362,11 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-timing", action="store_true", help="parameters and MACs only")
+    p.add_argument(
+        "--official-peer",
+        action="store_true",
+        help="after frcrn, the offline RTF of the official computation (tests' reference forward)",
+    )
     p.add_argument(
         "--stream-chunks",
         type=int,

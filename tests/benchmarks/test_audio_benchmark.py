@@ -46,3 +46,11 @@ def test_stream_compare_names_a_revision_it_cannot_read():
     )  # fmt: skip
     assert run.returncode != 0
     assert "cannot read audio/models/frcrn.py at revision 'no-such-revision'" in run.stderr
+
+
+def test_profile_times_the_official_computation_beside_ours():
+    out = _run("profile", "--models", "frcrn", "--seconds", "0.3", "--repeats", "1",
+               "--stream-chunks", "1600", "--threads", "1", "--official-peer")  # fmt: skip
+    ours = next(line for line in out.splitlines() if line.startswith("| frcrn |"))
+    peer = next(line for line in out.splitlines() if line.startswith("| frcrn, official"))
+    assert float(ours.split(" | ")[4]) > 0 and float(peer.split(" | ")[4]) > 0
