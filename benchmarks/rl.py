@@ -6,7 +6,8 @@ Three measurements, each printing a markdown table (and writing it, with plots, 
     An S5 stack (popjaxrl's layer: width 256, state 256, ``full_glu``; one layer and the 4-layer
     stack) forward over a ``[2, 16384, 256]`` stream against ``torch.nn.LSTM(256, 256)`` on the
     same input, side by side in one process, at ``--threads`` CPU threads (median of
-    ``--repeats`` alternating runs).
+    ``--repeats`` alternating runs); with lower bounds for the 4-layer stack (its matrix products
+    alone, in float32 and bfloat16, and its recurrences alone) and the LSTM in bfloat16.
 
 ``ppo``
     PPO on popgym RepeatPreviousEasy with the S5, GRU and memoryless (MLP) agents of
@@ -99,9 +100,37 @@ def bench_speed(args) -> str:
     # The floor a full_glu layer cannot go below on this machine: its four [H, H]-sized matrix
     # products (input and output projections of the SSM, the GLU's value and gate) and nothing else.
     weights = [torch.randn(width, width) / width**0.5 for _ in range(4)]
-    models["matrix products alone (one full_glu layer's 4 projections)"] = lambda inp: [
-        inp @ w for w in weights
-    ]
+
+    def products(inp: torch.Tensor, ws: list[torch.Tensor], layers: int = 1) -> None:
+        # Each product's output is dropped before the next, so the allocator reuses its memory
+        # as a layer's consumed activations would be (keeping all of them times page faults).
+        for _ in range(layers):
+            for w in ws:
+                torch.matmul(inp, w)
+
+    models["matrix products alone (one full_glu layer's 4 projections)"] = lambda inp: products(
+        inp, weights
+    )
+    # Lower bounds for the whole 4-layer stack (what the target is about): its 16 products, in
+    # float32 and in bfloat16 (the CPU's matrix units; input and weights cast beforehand, so no
+    # cast is timed), and its 4 recurrences. Beside them the LSTM in bfloat16, the peer's answer
+    # to the same trick.
+    lstm_bf16 = torch.nn.LSTM(width, width, batch_first=True).to(torch.bfloat16)
+    x_bf16 = x.to(torch.bfloat16)
+    weights_bf16 = [w.to(torch.bfloat16) for w in weights]
+    models["torch.nn.LSTM(256, 256), bfloat16"] = lambda _: lstm_bf16(x_bf16)
+    models["matrix products alone (the 4-layer stack's 16)"] = lambda inp: products(
+        inp, weights, 4
+    )
+    models["matrix products alone (the 4-layer stack's 16), bfloat16"] = lambda _: products(
+        x_bf16, weights_bf16, 4
+    )
+
+    def recurrences(_, layers: int = 4) -> None:
+        for _ in range(layers):
+            linear_scan(lam.expand_as(bu), bu)
+
+    models["linear_scan alone x 4 (the 4-layer stack's recurrences)"] = recurrences
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
         for model in models.values():
@@ -113,7 +142,8 @@ def bench_speed(args) -> str:
                 times[name].append(time.perf_counter() - start)
     lstm = statistics.median(times["torch.nn.LSTM(256, 256)"])
     lines = [
-        f"Forward over x [{args.batch}, {args.length}, {width}] (float32, no grad), "
+        f"Forward over x [{args.batch}, {args.length}, {width}] (float32 unless a row says "
+        f"bfloat16, no grad), "
         f"{args.threads} CPU threads, median of {args.repeats} alternating runs:",
         "",
         "| model | median (ms) | min - max (ms) | speed-up vs LSTM |",
