@@ -119,9 +119,7 @@ def bench_speed(args) -> str:
     x_bf16 = x.to(torch.bfloat16)
     weights_bf16 = [w.to(torch.bfloat16) for w in weights]
     models["torch.nn.LSTM(256, 256), bfloat16"] = lambda _: lstm_bf16(x_bf16)
-    models["matrix products alone (the 4-layer stack's 16)"] = lambda inp: products(
-        inp, weights, 4
-    )
+    models["matrix products alone (the 4-layer stack's 16)"] = lambda inp: products(inp, weights, 4)
     models["matrix products alone (the 4-layer stack's 16), bfloat16"] = lambda _: products(
         x_bf16, weights_bf16, 4
     )
