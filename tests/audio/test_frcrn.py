@@ -19,6 +19,8 @@ from mixerzoo.audio.models.frcrn import (
     _GEMM_MAX_FRAMES,
     FRCRN,
     ComplexBatchNorm,
+    ComplexFSMN,
+    ComplexSE,
     FRCRNStreamer,
     _freq_conv_gemm,
     _freq_conv_transpose_gemm,
@@ -404,6 +406,53 @@ def test_frequency_convolutions_as_matrix_products_equal_the_convolutions(kf, tr
     grads = torch.autograd.grad((got * probe).sum(), (z, w_re, w_im))
     expected_grads = torch.autograd.grad((expected * probe).sum(), (z, w_re, w_im))
     for g, e in zip(grads, expected_grads):
+        assert_close(g, e)
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_frequency_fsmn_paired_pass_equals_its_two_mixers(frames):
+    # For a few frames the frequency FSMN runs its real and imaginary mixers as one wider pass;
+    # values and gradients must equal the complex combination of the two mixers' own forward.
+    torch.manual_seed(0)
+    fsmn = ComplexFSMN(6, 1, lorder=4, axis="freq").double()
+    for p in fsmn.parameters():
+        p.data.normal_(0, 0.5)  # the memory taps start at zero-mean init; make every term count
+    z = torch.randn(2, 2, 6, 9, frames, dtype=torch.float64, requires_grad=True)
+    got, _ = fsmn(z)
+    seq = z.permute(0, 1, 4, 3, 2).reshape(2, 2 * frames, 9, 6)  # [part, B * T, F, C]
+    f_re, f_im = fsmn.fsmn_re_L1, fsmn.fsmn_im_L1
+
+    def mix(f, x):
+        return f(x)[0]
+
+    real = mix(f_re, seq[0]) - mix(f_im, seq[1])
+    imag = mix(f_re, seq[1]) + mix(f_im, seq[0])
+    want = torch.stack((real, imag)).view(2, 2, frames, 9, 6).permute(0, 1, 4, 3, 2)
+    assert_close(got, want)
+    probe = torch.randn_like(want)
+    inputs = (z, f_re.linear.weight, f_im.project.weight, f_re.memory_weight, f_im.linear.bias)
+    for g, e in zip(
+        torch.autograd.grad((got * probe).sum(), inputs),
+        torch.autograd.grad((want * probe).sum(), inputs),
+    ):
+        assert_close(g, e)
+
+
+def test_se_branches_in_one_pass_equal_the_two_sequentials():
+    # The SE layer runs its real and imaginary branches as one pass; values and gradients must
+    # equal those of the branches' own Sequential modules (the official layers).
+    torch.manual_seed(0)
+    se = ComplexSE(16, reduction=8).double()
+    s = torch.randn(2, 3, 4, 16, dtype=torch.float64, requires_grad=True)
+    got = torch.cat(se._branches(s), -1)
+    want = torch.cat((se.fc_r(s), se.fc_i(s)), -1)
+    assert_close(got, want)
+    probe = torch.randn_like(want)
+    inputs = (s, se.fc_r[0].weight, se.fc_i[0].bias, se.fc_r[2].bias, se.fc_i[2].weight)
+    for g, e in zip(
+        torch.autograd.grad((got * probe).sum(), inputs),
+        torch.autograd.grad((want * probe).sum(), inputs),
+    ):
         assert_close(g, e)
 
 
