@@ -168,9 +168,11 @@ class ComplexBatchNorm(nn.Module):
 # of ``conv2d`` / ``conv_transpose2d``: for a few frames PyTorch's convolutions take slow generic
 # paths (single-frame transposed convolutions in particular), while a product over all frequency
 # positions at once runs at the speed of the offline convolution per frame (2 threads, full-size
-# layers: up to 2.7x faster at 1-2 frames, mostly faster at 5, about equal at 10; offline and
-# training sizes keep the convolutions).
-_GEMM_MAX_FRAMES = 8
+# layers: up to 2.7x faster at 1-2 frames, mostly faster at 5). The whole streaming model, against
+# the channels-last convolutions: 10 frames per call 0.82 against 0.96 real time; 12 frames 0.91
+# against 0.87 and 15 frames 0.82 against 0.73, where the convolutions win, as offline and in
+# training.
+_GEMM_MAX_FRAMES = 10
 
 
 def _derived(module: nn.Module, name: str, params: tuple[torch.Tensor, ...], build):

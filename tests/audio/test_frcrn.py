@@ -308,12 +308,13 @@ def test_forward_keeps_length_any_length_and_short_inputs():
             assert model(torch.randn(2, n)).shape == (2, n)
 
 
-@pytest.mark.parametrize("length", [3200, 1280])
+@pytest.mark.parametrize("length", [4800, 1280])
 def test_inference_kernels_follow_weight_updates(length):
     # Without autograd the complex convolutions keep their derived kernels between calls; an
     # optimiser step, a loaded state dict or a dtype change must never leave them stale: after
-    # each, the output equals that of a fresh model holding the same weights. 3,200 samples run
-    # the convolutions, 1,280 (6 frames) their matrix-product form, with its own kept weights.
+    # each, the output equals that of a fresh model holding the same weights. 4,800 samples (16
+    # frames) run the convolutions, 1,280 (6 frames) their matrix-product form, with its own kept
+    # weights.
     torch.manual_seed(0)
     model = FRCRN(channels=8).eval()
     wav = torch.randn(1, length) * 0.3
