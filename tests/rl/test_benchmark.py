@@ -18,7 +18,11 @@ def test_speed_table(tmp_path):
     _bench().main(["--out", str(tmp_path), "speed", "--length", "64", "--repeats", "1"])
     table = (tmp_path / "speed.md").read_text()
     assert "| torch.nn.LSTM(256, 256) |" in table and "| S5, 4-layer stack (popjaxrl) |" in table
-    assert table.count("\n| ") == 8  # header, rule, 4 models, the scan and the products alone
+    assert "| torch.nn.LSTM(256, 256), bfloat16 |" in table
+    assert "| matrix products alone (the 4-layer stack's 16), bfloat16 |" in table
+    # header, rule, 4 models, the scan and the products alone, the bf16 LSTM and the stack's
+    # three lower bounds
+    assert table.count("\n| ") == 12
 
 
 def test_ppo_table(tmp_path):
