@@ -36,6 +36,18 @@ ENC_KF = (5, 5, 5, 5, 5, 5, 2)
 DEC_KF = (2, 5, 5, 5, 6, 5, 5)
 
 
+def assert_same_values_and_grads(got, want, inputs, want_inputs=None):
+    """``got == want``, and so are their gradients (under one random output weighting) with
+    respect to ``inputs`` (for ``want``: ``want_inputs``, when its graph has its own leaves)."""
+    assert_close(got, want)
+    probe = torch.randn_like(want)
+    for g, e in zip(
+        torch.autograd.grad((got * probe).sum(), inputs),
+        torch.autograd.grad((want * probe).sum(), want_inputs or inputs),
+    ):
+        assert_close(g, e)
+
+
 def official_state_dict(c: int, lorder: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights in the official DCCRN layout (keys, shapes and duplicate aliases)."""
     g = torch.Generator().manual_seed(seed)
@@ -366,15 +378,8 @@ def test_complex_batch_norm_equals_two_batch_norms(training):
     got = norm(z, bias)
     shifted = z + bias[:, None, :, None, None]
     want = torch.stack((twin.bn_re(shifted[0]), twin.bn_im(shifted[1])))
-    assert_close(got, want)
-    probe = torch.randn_like(want)
     inputs = (z, bias, norm.bn_re.weight, norm.bn_im.bias)
-    twin_inputs = (z, bias, twin.bn_re.weight, twin.bn_im.bias)
-    for g, e in zip(
-        torch.autograd.grad((got * probe).sum(), inputs),
-        torch.autograd.grad((want * probe).sum(), twin_inputs),
-    ):
-        assert_close(g, e)
+    assert_same_values_and_grads(got, want, inputs, (z, bias, twin.bn_re.weight, twin.bn_im.bias))
 
 
 def _complex_conv(z, w_re, w_im, op):
@@ -402,12 +407,7 @@ def test_frequency_convolutions_as_matrix_products_equal_the_convolutions(kf, tr
     expected = _complex_conv(z, w_re, w_im, op)
     got = gemm(z, to_weight((w_re, w_re + w_im, w_im - w_re)), kf)
     assert got.shape == expected.shape
-    assert_close(got, expected)
-    probe = torch.randn_like(expected)
-    grads = torch.autograd.grad((got * probe).sum(), (z, w_re, w_im))
-    expected_grads = torch.autograd.grad((expected * probe).sum(), (z, w_re, w_im))
-    for g, e in zip(grads, expected_grads):
-        assert_close(g, e)
+    assert_same_values_and_grads(got, expected, (z, w_re, w_im))
 
 
 @pytest.mark.parametrize("frames", [1, 3])
@@ -429,14 +429,8 @@ def test_frequency_fsmn_paired_pass_equals_its_two_mixers(frames):
     real = mix(f_re, seq[0]) - mix(f_im, seq[1])
     imag = mix(f_re, seq[1]) + mix(f_im, seq[0])
     want = torch.stack((real, imag)).view(2, 2, frames, 9, 6).permute(0, 1, 4, 3, 2)
-    assert_close(got, want)
-    probe = torch.randn_like(want)
     inputs = (z, f_re.linear.weight, f_im.project.weight, f_re.memory_weight, f_im.linear.bias)
-    for g, e in zip(
-        torch.autograd.grad((got * probe).sum(), inputs),
-        torch.autograd.grad((want * probe).sum(), inputs),
-    ):
-        assert_close(g, e)
+    assert_same_values_and_grads(got, want, inputs)
 
 
 def test_se_branches_in_one_pass_equal_the_two_sequentials():
@@ -447,14 +441,8 @@ def test_se_branches_in_one_pass_equal_the_two_sequentials():
     s = torch.randn(2, 3, 4, 16, dtype=torch.float64, requires_grad=True)
     got = torch.cat(se._branches(s), -1)
     want = torch.cat((se.fc_r(s), se.fc_i(s)), -1)
-    assert_close(got, want)
-    probe = torch.randn_like(want)
     inputs = (s, se.fc_r[0].weight, se.fc_i[0].bias, se.fc_r[2].bias, se.fc_i[2].weight)
-    for g, e in zip(
-        torch.autograd.grad((got * probe).sum(), inputs),
-        torch.autograd.grad((want * probe).sum(), inputs),
-    ):
-        assert_close(g, e)
+    assert_same_values_and_grads(got, want, inputs)
 
 
 def test_few_frames_take_the_matrix_product_path_and_match_many_frames():
