@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixerzoo.core.mixers.fsmn import fsmn_memory
+from mixerzoo.core.mixers.fsmn import fsmn_side_by_side, stacked_fsmn_weights
 from mixerzoo.core.registry import create_mixer, register_model
 
 __all__ = [
@@ -501,6 +501,13 @@ class ComplexSE(nn.Module):
         return z * gains, new_state
 
 
+def _combine(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+    """``[y_r; y_i]`` of a complex layer from its real and imaginary mixers' outputs on
+    ``[x_r; x_i]``: ``y_r = F_re(x_r) - F_im(x_i)``, ``y_i = F_re(x_i) + F_im(x_r)``."""
+    n = re.shape[0] // 2
+    return torch.cat((re[:n] - im[n:], re[n:] + im[:n]))
+
+
 class ComplexFSMN(nn.Module):
     """Complex FSMN layers (official ``ComplexUniDeepFsmn_L1`` / ``ComplexUniDeepFsmn``).
 
@@ -531,46 +538,19 @@ class ComplexFSMN(nn.Module):
         s_re, s_im = (None, None) if state is None else state
         re, s_re = f_re(both, s_re)
         im, s_im = f_im(both, s_im)
-        n = both.shape[0] // 2
-        return torch.cat((re[:n] - im[n:], re[n:] + im[:n])), (s_re, s_im)
+        return _combine(re, im), (s_re, s_im)
 
     def _layer_paired(self, i: int, both: torch.Tensor) -> torch.Tensor:
-        """:meth:`_layer` without state, with the layer's two mixers as one wider pass: their
-        first linears as one product, their projections side by side and one memory filter over
-        both outputs' channels (``fsmn_memory`` with the two mixers' taps stacked).
-
-        The same arithmetic as the mixers' own ``forward`` (causal FSMN with its residual, as
-        built here) in about a third of the operations, which is what a frame's worth of
-        frequency sequences costs: streaming runs these layers 24 times per 20 ms frame.
-        """
-        f_re, f_im = getattr(self, f"fsmn_re_L{i}"), getattr(self, f"fsmn_im_L{i}")
-        n, c = both.shape[0] // 2, both.shape[2]
-        params = (f_re.linear.weight, f_re.linear.bias, f_im.linear.weight, f_im.linear.bias)
-        params += (f_re.memory_weight, f_im.memory_weight)
-
-        def build() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return (
-                torch.cat((f_re.linear.weight, f_im.linear.weight)),
-                torch.cat((f_re.linear.bias, f_im.linear.bias)),
-                torch.cat((f_re.memory_weight, f_im.memory_weight)),
-            )
-
-        w1, b1, taps = _derived(self, f"paired_L{i}", params, build)
-        hidden = F.relu(F.linear(both, w1, b1))
-        h = f_re.hidden_size
-        p = torch.cat(
-            (
-                F.linear(hidden[..., :h], f_re.project.weight),
-                F.linear(hidden[..., h:], f_im.project.weight),
-            ),
-            dim=-1,
-        )  # [2n, F, 2C]: the real mixer's p, then the imaginary one's
-        y = p + fsmn_memory(p, taps, f_re.lorder, f_re.rorder, f_re.dilation)
-        x_r, x_i = both[:n], both[n:]
-        # re = x + y_re, im = x + y_im (residual mixers), combined as in _layer.
-        return torch.cat(
-            (y[:n, :, :c] - y[n:, :, c:] + (x_r - x_i), y[n:, :, :c] + y[:n, :, c:] + (x_r + x_i))
-        )
+        """:meth:`_layer` without state, its two mixers as one wider pass
+        (:func:`~mixerzoo.core.mixers.fsmn.fsmn_side_by_side`, with their stacked weights kept
+        between calls): a third of the operations, which is what a frame's worth of frequency
+        sequences costs (streaming runs these layers 24 times per 20 ms frame)."""
+        pair = (getattr(self, f"fsmn_re_L{i}"), getattr(self, f"fsmn_im_L{i}"))
+        params = tuple(t for m in pair for t in (m.linear.weight, m.linear.bias, m.memory_weight))
+        stacked = _derived(self, f"paired_L{i}", params, lambda: stacked_fsmn_weights(pair))
+        y = fsmn_side_by_side(pair, both, stacked)  # [2n, F, 2C]: F_re(both), then F_im(both)
+        c = both.shape[2]
+        return _combine(y[..., :c], y[..., c:])
 
     def forward(self, z: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         two, b, c, f, t = z.shape

@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixerzoo.core import create_mixer
-from mixerzoo.core.mixers.fsmn import FSMN, DilatedDenseFSMN, GatedFSMN, fsmn_memory
+from mixerzoo.core.mixers.fsmn import (
+    FSMN,
+    DilatedDenseFSMN,
+    GatedFSMN,
+    fsmn_memory,
+    fsmn_side_by_side,
+)
 from mixerzoo.core.testing import assert_close
 
 
@@ -175,3 +181,35 @@ def test_gated_fsmn_residual_bidirectional_and_length_one():
         y1, _ = without(x[:, :1])
     assert torch.isfinite(y1).all() and y1.shape == (2, 1, 8)
     assert not with_res.causal
+
+
+@pytest.mark.parametrize("rorder,dilation,residual", [(0, 1, True), (2, 2, False)])
+def test_side_by_side_equals_each_mixer_alone(rorder, dilation, residual):
+    # Several FSMNs on one input as one wider pass: values and gradients (input and every
+    # mixer's parameters) equal the concatenation of each mixer's own forward.
+    torch.manual_seed(0)
+    mixers = [
+        FSMN(
+            5, lorder=3, rorder=rorder, dilation=dilation, hidden_size=7, residual=residual
+        ).double()
+        for _ in range(3)
+    ]
+    for m in mixers:
+        for p in m.parameters():
+            p.data.normal_(0, 0.5)
+    x = torch.randn(2, 11, 5, dtype=torch.float64, requires_grad=True)
+    got = fsmn_side_by_side(mixers, x)
+    want = torch.cat([m(x)[0] for m in mixers], dim=-1)
+    assert_close(got, want)
+    inputs = [x] + [p for m in mixers for p in m.parameters()]
+    probe = torch.randn_like(want)
+    for g, e in zip(
+        torch.autograd.grad((got * probe).sum(), inputs),
+        torch.autograd.grad((want * probe).sum(), inputs),
+    ):
+        assert_close(g, e)
+
+
+def test_side_by_side_refuses_mixers_of_different_shapes():
+    with pytest.raises(ValueError, match="must share"):
+        fsmn_side_by_side([FSMN(4, lorder=3), FSMN(4, lorder=5)], torch.randn(1, 6, 4))
