@@ -11,7 +11,10 @@ Layout (torchvision's ``ImageFolder`` convention, what ImageNet and the shared C
   seeded with ``split_seed``: ``round(val_fraction * n_c)`` images of every class ``c`` (at least
   one when the class has two or more), the same on every machine.
 - Transforms are timm's ``create_transform``: training ``RandomResizedCrop(scale, ratio)`` + flip
-  (+ RandAugment / colour jitter / random erasing as configured), evaluation ``Resize(input_size /
+  (+ RandAugment / colour jitter / random erasing as configured), or, with ``crop_padding`` > 0,
+  the small-image recipe of CIFAR training instead of the resized crop: pad by ``crop_padding``
+  pixels on each side (reflected) and take a random ``input_size`` crop (a translation of up to
+  ``crop_padding`` pixels, no rescaling); evaluation ``Resize(input_size /
   crop_pct)`` + centre crop, then ``ToTensor`` and normalisation with ``mean``/``std`` (default
   ImageNet's; CIFAR-10's channel statistics are (0.4914, 0.4822, 0.4465) / (0.2470, 0.2435,
   0.2616)). The literature's ImageNet protocol is the default: 224 px, crop_pct 0.875, bicubic.
@@ -36,6 +39,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import Compose, RandomCrop
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -43,6 +47,7 @@ __all__ = [
     "ImageReadError",
     "ImageFolderDataModule",
     "ImageFolderDataset",
+    "PadCropFlip",
     "find_classes",
     "list_images",
     "stratified_split",
@@ -136,6 +141,48 @@ def stratified_split(
     return sorted(train), sorted(val)
 
 
+class PadCropFlip:
+    """CIFAR's training transform on one image: reflect-pad by ``padding`` pixels on each side,
+    a random ``size x size`` crop, a horizontal flip with probability ``hflip``, then ``[0, 1]``
+    scaling and normalisation with ``mean`` / ``std``; ``[H, W, 3]`` uint8 array or PIL image in,
+    ``[3, size, size]`` float tensor out.
+
+    The same images as torchvision's ``RandomCrop(size, padding, pad_if_needed=True,
+    padding_mode="reflect")``, ``RandomHorizontalFlip``, ``ToTensor`` and ``Normalize`` (which
+    :class:`ImageFolderDataModule` composes when other augmentations are on), drawn from
+    ``torch``'s generator as they are, but in numpy on the cached arrays: the PIL pipeline cost
+    0.54 ms an image, a third of a CIFAR-10 training step of MambaOut on 2 CPU cores.
+    """
+
+    accepts_arrays = True
+
+    def __init__(self, size: int, padding: int, hflip: float, mean, std):
+        self.size, self.padding, self.hflip = size, padding, hflip
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, img: np.ndarray | Image.Image) -> torch.Tensor:
+        img = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
+        p = self.padding
+        img = np.pad(img, ((p, p), (p, p), (0, 0)), mode="reflect")
+        short = [max(0, self.size - n) for n in img.shape[:2]]
+        if any(short):  # torchvision's pad_if_needed: the deficit on both sides
+            img = np.pad(img, ((short[0],) * 2, (short[1],) * 2, (0, 0)), mode="reflect")
+        top = int(torch.randint(0, img.shape[0] - self.size + 1, size=(1,)))
+        left = int(torch.randint(0, img.shape[1] - self.size + 1, size=(1,)))
+        img = img[top : top + self.size, left : left + self.size]
+        if torch.rand(1) < self.hflip:
+            img = img[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
+        return x.sub_(self.mean).div_(self.std)
+
+    def __repr__(self) -> str:
+        return (
+            f"PadCropFlip(size={self.size}, padding={self.padding}, hflip={self.hflip}, "
+            f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+        )
+
+
 def _read(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
@@ -176,7 +223,12 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        img = Image.fromarray(self.images[index]) if self.images is not None else _read(path)
+        if self.images is None:
+            img = _read(path)
+        elif getattr(self.transform, "accepts_arrays", False):
+            img = self.images[index]
+        else:
+            img = Image.fromarray(self.images[index])
         if self.transform is not None:
             img = self.transform(img)
         return (img, label, index) if self.with_index else (img, label)
@@ -198,6 +250,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         interpolation: resize interpolation (``"bicubic"``, ``"bilinear"``, ...).
         crop_pct: evaluation centre-crop fraction (``1.0`` for images already at input size).
         scale, ratio: ``RandomResizedCrop`` area and aspect ranges for training.
+        crop_padding: if > 0, training crops are random ``input_size`` crops of the image padded
+            by this many pixels on each side (reflected), instead of ``RandomResizedCrop``; for
+            images already at ``input_size``, such as CIFAR's 32x32 (4 is the usual value).
+            Larger images are cropped at their own resolution.
         hflip: horizontal-flip probability.
         color_jitter: colour-jitter strength (ignored when ``auto_augment`` is set).
         auto_augment: timm auto-augment policy, e.g. ``"rand-m9-mstd0.5-inc1"``.
@@ -227,6 +283,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         crop_pct: float = 0.875,
         scale: Sequence[float] = (0.08, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
+        crop_padding: int = 0,
         hflip: float = 0.5,
         color_jitter: float = 0.4,
         auto_augment: str | None = None,
@@ -239,6 +296,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
     ):
         super().__init__()
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0 pixels, got {crop_padding}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.input_size = input_size
@@ -255,11 +314,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def train_transform(self) -> Any:
         hp = self.hparams
-        return create_transform(
+        padded = hp.crop_padding > 0
+        if padded and not (hp.color_jitter or hp.auto_augment or hp.re_prob):
+            return PadCropFlip(self.input_size, hp.crop_padding, hp.hflip, hp.mean, hp.std)
+        transform = create_transform(
             self.input_size,
             is_training=True,
-            scale=tuple(hp.scale),
-            ratio=tuple(hp.ratio),
+            # After the padded crop the image is input_size square: timm's resized crop of the
+            # whole image at the same size is then the identity.
+            scale=(1.0, 1.0) if padded else tuple(hp.scale),
+            ratio=(1.0, 1.0) if padded else tuple(hp.ratio),
             hflip=hp.hflip,
             color_jitter=hp.color_jitter,
             auto_augment=hp.auto_augment,
@@ -269,6 +333,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
             re_prob=hp.re_prob,
             re_mode="pixel",
         )
+        if padded:
+            crop = RandomCrop(
+                self.input_size, padding=hp.crop_padding, pad_if_needed=True, padding_mode="reflect"
+            )
+            transform = Compose([crop, *transform.transforms])
+        return transform
 
     def eval_transform(self) -> Any:
         hp = self.hparams

@@ -143,6 +143,9 @@ class ClassificationTask(BaseTask):
         ema_decay: EMA of the weights with this decay (``None``: no EMA).
         ema_warmup: timm's EMA decay warm-up (short runs).
         ema_eval: validate / test / predict with the EMA weights.
+        tta_flip: test-time augmentation: validation, test and prediction average the class
+            probabilities of each image and of its horizontal mirror (the logged loss is the
+            cross-entropy of that average). For data trained with flips, such as CIFAR-10.
         top_k: classes per image in ``predictions.csv``.
     """
 
@@ -161,6 +164,7 @@ class ClassificationTask(BaseTask):
         ema_decay: float | None = None,
         ema_warmup: bool = False,
         ema_eval: bool = True,
+        tta_flip: bool = False,
         top_k: int = 5,
     ):
         super().__init__(model, optimizer, lr_scheduler, lr_scheduler_interval, "val_loss")
@@ -195,6 +199,7 @@ class ClassificationTask(BaseTask):
             # The average is written by update(), never by the optimiser.
             self.ema.requires_grad_(False)
         self.ema_eval = ema_eval
+        self.tta_flip = tta_flip
         k5 = min(5, num_classes)
         self.metrics = nn.ModuleDict(
             {
@@ -213,6 +218,16 @@ class ClassificationTask(BaseTask):
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None and self.ema_eval else self.model
+
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits; with ``tta_flip`` the log of the mean of the image's and its
+        mirror's class probabilities (same argmax and cross-entropy as that mean)."""
+        model = self._eval_model()
+        logits = model(x).float()  # float32 losses and probabilities under bf16 autocast
+        if not self.tta_flip:
+            return logits
+        probs = logits.softmax(-1) + model(x.flip(-1)).float().softmax(-1)
+        return (probs / 2).log()
 
     # --- setup checks ---------------------------------------------------------------------
 
@@ -247,7 +262,7 @@ class ClassificationTask(BaseTask):
                     f"(the image-folder data module drops the last incomplete training batch)"
                 )
             x, y = self.mixup(x, y)
-        loss = self.train_criterion(self.model(x), y)
+        loss = self.train_criterion(self.model(x).float(), y)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
@@ -257,7 +272,7 @@ class ClassificationTask(BaseTask):
 
     def _evaluate(self, batch: Any, split: str) -> None:
         x, y = batch[0], batch[1]
-        logits = self._eval_model()(x)
+        logits = self._eval_logits(x)
         loss = F.cross_entropy(logits, y)
         metrics = self.metrics[split]
         for metric in metrics.values():
@@ -276,7 +291,7 @@ class ClassificationTask(BaseTask):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
         x, y = batch[0], batch[1]
         index = batch[2] if len(batch) > 2 else torch.arange(x.shape[0]) + batch_idx * x.shape[0]
-        probs = self._eval_model()(x).float().softmax(-1)
+        probs = self._eval_logits(x).float().softmax(-1)
         top = probs.topk(self.top_k, dim=-1)
         return {
             "index": index,

@@ -17,6 +17,12 @@ state (the causal convolution of ``core.layers``, with resets and padding masks)
 ``conv_dims=2`` the convolution is the official 2-D one and ``forward_2d`` mixes an image
 ``[B, H, W, D]`` (centred padding, odd kernel). With a padding ``mask``, the centred 1-D
 convolution sees each row without its padding (zeros past its last real token), as if run alone.
+
+Under CPU autocast (``bf16-mixed`` training on a CPU) the 2-D depthwise convolution runs in
+float32 while ``fc1``/``fc2`` take bfloat16: oneDNN's bfloat16 depthwise backward is much slower
+than its float32 one (a MambaOut CIFAR training step: 597 ms all bfloat16, 408-476 ms with this
+convolution in float32, 615-627 ms all float32; 2 cores), and the convolution is a small share of
+the block's multiply-adds.
 """
 
 from __future__ import annotations
@@ -152,8 +158,13 @@ class GatedCNN(Mixer):
         if state is not None:
             raise ValueError("GatedCNN.forward_2d takes no state; pass state=None")
         g, i, c = torch.split(self.fc1(x), self.split_sizes, dim=-1)
-        c_out = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self._gate(g, i, c_out), None
+        c = c.permute(0, 3, 1, 2)
+        if c.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                c_out = self.conv(c.float()).to(c.dtype)
+        else:
+            c_out = self.conv(c)
+        return self._gate(g, i, c_out.permute(0, 2, 3, 1)), None
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None

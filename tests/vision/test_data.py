@@ -15,6 +15,7 @@ from mixerzoo.vision.data import (
     ImageFolderDataModule,
     ImageFolderError,
     ImageReadError,
+    PadCropFlip,
     stratified_split,
 )
 
@@ -92,6 +93,63 @@ def test_any_size_and_transforms_from_timm(tmp_path):
     assert dm.val_dataset[0][0].shape == (3, 24, 24)
     names = [type(t).__name__ for t in dm.train_dataset.transform.transforms]
     assert names[0] == "RandomResizedCropAndInterpolation" and "RandAugment" in names
+
+
+def test_padded_crop_is_a_translated_window_of_the_reflected_image(image_folder):
+    dm = ImageFolderDataModule(
+        str(image_folder), input_size=32, num_workers=0, crop_padding=4, hflip=0.0, color_jitter=0.0
+    )
+    dm.setup("fit")
+    assert isinstance(dm.train_dataset.transform, PadCropFlip)
+    path, _ = dm.train_dataset.samples[0]
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255
+    padded = np.pad(pixels, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+    mean, std = np.array(dm.hparams.mean), np.array(dm.hparams.std)
+    windows = {
+        (i, j): (padded[i : i + 32, j : j + 32] - mean) / std for i in range(9) for j in range(9)
+    }
+    torch.manual_seed(0)
+    offsets = []
+    for _ in range(40):
+        x = dm.train_dataset[0][0].permute(1, 2, 0).numpy()
+        hits = [k for k, w in windows.items() if np.allclose(x, w, atol=1e-5)]
+        assert len(hits) == 1  # exactly one window of the padded image, unscaled
+        offsets.append(hits[0])
+    assert len(set(offsets)) > 10  # random translations, not a fixed crop
+    # With other augmentations on, the crop leads torchvision's and timm's composed pipeline.
+    jitter = ImageFolderDataModule(str(image_folder), input_size=32, crop_padding=4)
+    names = [type(t).__name__ for t in jitter.train_transform().transforms]
+    assert names[0] == "RandomCrop" and "ColorJitter" in names
+    with pytest.raises(ValueError, match="crop_padding must be >= 0"):
+        ImageFolderDataModule(str(image_folder), crop_padding=-1)
+
+
+@pytest.mark.parametrize("side", [32, 27])
+def test_pad_crop_flip_equals_torchvisions_pipeline(side):
+    """The numpy transform draws the same random numbers as torchvision's transforms and gives
+    the same tensors, for CIFAR-sized images and for smaller ones (padded up as needed)."""
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, size=(side, side + 3, 3), dtype=np.uint8)
+    fast = PadCropFlip(32, 4, 0.5, CIFAR10_MEAN, CIFAR10_STD)
+    reference = T.Compose(
+        [
+            T.RandomCrop(32, padding=4, pad_if_needed=True, padding_mode="reflect"),
+            T.RandomHorizontalFlip(0.5),
+            T.ToTensor(),
+            T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+        ]
+    )
+    for seed in range(12):
+        torch.manual_seed(seed)
+        got = fast(array)
+        torch.manual_seed(seed)
+        want = reference(Image.fromarray(array))
+        assert got.shape == want.shape == (3, 32, 32)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    torch.manual_seed(0)
+    torch.testing.assert_close(fast(Image.fromarray(array)), (torch.manual_seed(0), fast(array))[1])
 
 
 def test_bad_folders_are_clear_errors(tmp_path):

@@ -117,6 +117,31 @@ def test_mixup_and_ema(image_folder, tmp_path):
         task.training_step((torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2])), 0)
 
 
+def test_flip_test_time_augmentation_averages_image_and_mirror(image_folder, tmp_path):
+    task = ClassificationTask(_model(), tta_flip=True).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        plain = task.model(x).softmax(-1)
+        mirror = task.model(torch.flip(x, dims=[3])).softmax(-1)
+        assert not torch.allclose(plain, mirror, atol=1e-3)  # the check below can tell them apart
+        expected = (plain + mirror) / 2
+        torch.testing.assert_close(task._eval_logits(x).exp(), expected)
+        out = task.predict_step((x, torch.zeros(4, dtype=torch.long)), 0)
+    torch.testing.assert_close(out["topk_probs"][:, 0], expected.max(-1).values)
+    trainer = _trainer(tmp_path)
+    dm = _data(image_folder)
+    loss = trainer.test(task, dm, verbose=False)[0]["test_loss"]
+    dm.setup("test")
+    batch = [torch.stack([dm.test_dataset[i][0] for i in range(len(dm.test_dataset))])]
+    labels = torch.tensor([y for _, y in dm.test_dataset.samples])
+    with torch.no_grad():
+        flipped = task.model(batch[0].flip(-1)).softmax(-1)
+        mean = (task.model(batch[0]).softmax(-1) + flipped) / 2
+    assert loss == pytest.approx(
+        float(-mean[torch.arange(len(labels)), labels].log().mean()), rel=1e-4
+    )
+
+
 def test_predict_writes_csv_and_confusion_matrix(image_folder, tmp_path):
     task = ClassificationTask(_model(), top_k=2)
     out = tmp_path / "pred"
