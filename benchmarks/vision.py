@@ -15,12 +15,19 @@ Tables (``--tables``, all by default):
   (the tokens streamed through the network one at a time, and in chunks of 64 tokens): peak
   resident memory added by the forward pass (each measurement in a fresh process,
   ``ru_maxrss`` after minus before), wall time, and the largest logit difference to parallel.
+* ``train`` (not in the default set): the CIFAR-10 CPU config's MambaOut training on 2 cores,
+  per batch of 256 32 x 32 images: the data transform (ours, :class:`PadCropFlip` in numpy, against
+  the same transform through torchvision's and timm's PIL transforms) and one optimiser step in
+  float32, under plain bfloat16 autocast (every convolution in bfloat16), and under
+  ``bf16-mixed`` as the config runs it (the depthwise convolutions kept in float32), timed
+  alternately, median of ``--repeats``.
 
 Examples::
 
     python benchmarks/vision.py --tables size
     python benchmarks/vision.py --tables speed --variants mambaout_femto vir_small --repeats 5
     python benchmarks/vision.py --tables memory --resolutions 224 448 896 --markdown
+    python benchmarks/vision.py --tables train --repeats 5 --markdown
 """
 
 from __future__ import annotations
@@ -33,10 +40,13 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+import torch.nn.functional as F
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 import mixerzoo.vision  # noqa: F401  (registers the models)
@@ -169,6 +179,99 @@ def speed_table(variants: list[str], repeats: int, batch: int) -> list[dict[str,
     return rows
 
 
+CIFAR_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vision" / "mambaout_cifar10.yaml"
+
+
+class _Bf16Conv(torch.nn.Module):
+    """A convolution as plain autocast runs it: inputs, weight and bias cast to bfloat16."""
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        bias = None if c.bias is None else c.bias.bfloat16()
+        return F.conv2d(
+            x.bfloat16(), c.weight.bfloat16(), bias, c.stride, c.padding, c.dilation, c.groups
+        )
+
+
+def train_table(repeats: int, batch: int = 256) -> list[dict[str, Any]]:
+    from PIL import Image
+    from timm.data import create_transform
+    from torchvision.transforms import Compose, RandomCrop
+
+    from mixerzoo.core.mixers.gated_cnn import GatedCNN
+    from mixerzoo.vision.data import PadCropFlip
+    from mixerzoo.vision.models import MambaOut
+
+    config = yaml.safe_load(CIFAR_CONFIG.read_text())
+    data = config["data"]["init_args"]
+    size, pad, mean, std = data["input_size"], data["crop_padding"], data["mean"], data["std"]
+    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8).numpy()
+    ours = PadCropFlip(size, pad, 0.5, mean, std)
+    timm_part = create_transform(
+        size,
+        is_training=True,
+        scale=(1.0, 1.0),
+        ratio=(1.0, 1.0),
+        color_jitter=0.0,
+        interpolation=data["interpolation"],
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+    pil = Compose([RandomCrop(size, padding=pad, padding_mode="reflect"), *timm_part.transforms])
+    loaders = {
+        "PadCropFlip (numpy)": lambda: torch.stack([ours(a) for a in images]),
+        "torchvision + timm (PIL)": lambda: torch.stack([pil(Image.fromarray(a)) for a in images]),
+    }
+
+    torch.manual_seed(0)
+    model_args = config["model"]["init_args"]["model"]["init_args"]
+    models = {name: MambaOut(**model_args) for name in ("float32", "bf16 autocast", "bf16-mixed")}
+    for mixer in models["bf16 autocast"].modules():
+        if isinstance(mixer, GatedCNN):
+            mixer.conv = _Bf16Conv(mixer.conv)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, model_args["num_classes"], (batch,))
+
+    def stepper(model: torch.nn.Module, bf16: bool):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+
+        def step() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        return step
+
+    jobs = {f"data: {k}": v for k, v in loaders.items()}
+    jobs |= {f"step: {k}": stepper(m, k != "float32") for k, m in models.items()}
+    for job in jobs.values():
+        job()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(repeats):
+        for key, job in jobs.items():  # alternately, as in the speed table
+            start = time.perf_counter()
+            job()
+            times[key].append(time.perf_counter() - start)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    rows = []
+    for key in jobs:
+        peer = "data: torchvision + timm (PIL)" if key.startswith("data") else "step: float32"
+        rows.append(
+            {
+                f"per batch of {batch}": key,
+                "ms": f"{ms[key]:.1f}",
+                "speed-up": f"{ms[peer] / ms[key]:.2f}x",
+            }
+        )
+    return rows
+
+
 def _rss_kib(field: str) -> int | None:
     """``VmRSS`` / ``VmHWM`` of this process in KiB (Linux), None elsewhere."""
     try:
@@ -284,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
     if "memory" in args.tables:
         rows = memory_table(args.resolutions)
         print_table("ViR-S inference memory by mode", rows, args.markdown)
+    if "train" in args.tables:
+        rows = train_table(args.repeats)
+        print_table("CIFAR-10 CPU config (MambaOut): training data and step", rows, args.markdown)
 
 
 if __name__ == "__main__":

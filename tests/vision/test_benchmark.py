@@ -48,3 +48,17 @@ def test_speed_and_memory_tables_run():
     assert float(row["max |logit diff|"]) == 0.0 and float(row["images/s (ours)"]) > 0
     result = bench._memory_child("recurrent", 64, 1)
     assert result["diff"] < 1e-4 and result["peak_mb"] >= 0
+
+
+@pytest.mark.slow
+def test_training_table_runs_the_cifar_configs_model():
+    rows = bench.train_table(repeats=1, batch=8)
+    assert [r["per batch of 8"] for r in rows] == [
+        "data: PadCropFlip (numpy)",
+        "data: torchvision + timm (PIL)",
+        "step: float32",
+        "step: bf16 autocast",
+        "step: bf16-mixed",
+    ]
+    assert all(float(r["ms"]) > 0 for r in rows)
+    assert rows[1]["speed-up"] == rows[2]["speed-up"] == "1.00x"  # each group's peer

@@ -90,6 +90,31 @@ def test_forward_2d_equals_explicit_depthwise_conv():
         mixer(x[:, 0])
 
 
+def test_forward_2d_under_cpu_autocast_convolves_in_float32():
+    """Under bf16 autocast the linear layers take bfloat16 and the depthwise convolution float32
+    (its bfloat16 backward is slow on CPUs); values and gradients stay near the float32 ones."""
+    torch.manual_seed(0)
+    mixer = GatedCNN(16, conv_dims=2)
+    x = torch.randn(2, 8, 8, 16, requires_grad=True)
+    seen = []
+    mixer.conv.register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _ = mixer.forward_2d(x)
+    assert seen == [(torch.float32, torch.float32)] and y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+    grads = [x.grad, mixer.conv.weight.grad, mixer.fc1.weight.grad]
+    mixer.zero_grad()
+    x_ref = x.detach().clone().requires_grad_(True)
+    y_ref, _ = mixer.forward_2d(x_ref)
+    y_ref.square().sum().backward()
+    refs = [x_ref.grad, mixer.conv.weight.grad, mixer.fc1.weight.grad]
+    assert seen[-1] == (torch.float32, torch.float32)
+    scale = y_ref.abs().max()
+    assert (y.float() - y_ref).abs().max() < 0.03 * scale  # bfloat16 rounding, not an error
+    for got, want in zip(grads, refs):
+        assert (got - want).abs().max() < 0.05 * want.abs().max()
+
+
 def test_errors():
     seq = GatedCNN(6)
     with pytest.raises(ValueError, match="conv_dims=2"):
