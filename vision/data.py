@@ -150,8 +150,9 @@ class PadCropFlip:
     The same images as torchvision's ``RandomCrop(size, padding, pad_if_needed=True,
     padding_mode="reflect")``, ``RandomHorizontalFlip``, ``ToTensor`` and ``Normalize`` (which
     :class:`ImageFolderDataModule` composes when other augmentations are on), drawn from
-    ``torch``'s generator as they are, but in numpy on the cached arrays: the PIL pipeline cost
-    0.54 ms an image, a third of a CIFAR-10 training step of MambaOut on 2 CPU cores.
+    ``torch``'s generator as they are, but in numpy on the cached arrays: 4x faster than the PIL
+    pipeline, which took 0.5-0.6 ms an image, a quarter of a CIFAR-10 training step of MambaOut
+    on 2 CPU cores (``benchmarks/vision.py --tables train``).
     """
 
     accepts_arrays = True
