@@ -199,29 +199,18 @@ class _Bf16Conv(torch.nn.Module):
 
 def train_table(repeats: int, batch: int = 256) -> list[dict[str, Any]]:
     from PIL import Image
-    from timm.data import create_transform
-    from torchvision.transforms import Compose, RandomCrop
 
     from mixerzoo.core.mixers.gated_cnn import GatedCNN
-    from mixerzoo.vision.data import PadCropFlip
+    from mixerzoo.vision.data import ImageFolderDataModule
     from mixerzoo.vision.models import MambaOut
 
     config = yaml.safe_load(CIFAR_CONFIG.read_text())
-    data = config["data"]["init_args"]
-    size, pad, mean, std = data["input_size"], data["crop_padding"], data["mean"], data["std"]
+    data = ImageFolderDataModule(**config["data"]["init_args"])
+    ours, pil = data.train_transform(), data.pil_train_transform()
+    if type(ours).__name__ != "PadCropFlip":
+        raise ValueError(f"{CIFAR_CONFIG} no longer trains with PadCropFlip but {ours}")
+    size = data.input_size
     images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8).numpy()
-    ours = PadCropFlip(size, pad, 0.5, mean, std)
-    timm_part = create_transform(
-        size,
-        is_training=True,
-        scale=(1.0, 1.0),
-        ratio=(1.0, 1.0),
-        color_jitter=0.0,
-        interpolation=data["interpolation"],
-        mean=tuple(mean),
-        std=tuple(std),
-    )
-    pil = Compose([RandomCrop(size, padding=pad, padding_mode="reflect"), *timm_part.transforms])
     loaders = {
         "PadCropFlip (numpy)": lambda: torch.stack([ours(a) for a in images]),
         "torchvision + timm (PIL)": lambda: torch.stack([pil(Image.fromarray(a)) for a in images]),

@@ -314,10 +314,18 @@ class ImageFolderDataModule(pl.LightningDataModule):
     # --- transforms ---------------------------------------------------------------------------
 
     def train_transform(self) -> Any:
+        """:class:`PadCropFlip` for padded crops with no other augmentation, else
+        :meth:`pil_train_transform`."""
+        hp = self.hparams
+        if hp.crop_padding > 0 and not (hp.color_jitter or hp.auto_augment or hp.re_prob):
+            return PadCropFlip(self.input_size, hp.crop_padding, hp.hflip, hp.mean, hp.std)
+        return self.pil_train_transform()
+
+    def pil_train_transform(self) -> Any:
+        """The training transform through timm's (and, for padded crops, torchvision's) PIL
+        transforms."""
         hp = self.hparams
         padded = hp.crop_padding > 0
-        if padded and not (hp.color_jitter or hp.auto_augment or hp.re_prob):
-            return PadCropFlip(self.input_size, hp.crop_padding, hp.hflip, hp.mean, hp.std)
         transform = create_transform(
             self.input_size,
             is_training=True,
