@@ -30,3 +30,25 @@ def test_fit_then_predict_from_the_best_checkpoint(tmp_path, monkeypatch, capsys
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 3 and {r["label"] for r in rows} == {"c0", "c1", "c2"}
     assert (out.parent / "confusion_matrix.png").is_file()
+
+
+def test_one_config_line_swaps_the_token_mixer(tmp_path, monkeypatch):
+    """``--model.init_args.model.init_args.mixer attention`` on the CPU config: the saved run
+    config and the checkpoint's blocks hold attention mixers instead of the gated CNN."""
+    import torch
+    import yaml
+
+    config = REPO / "configs" / "vision" / "mambaout_cifar10.yaml"
+    extra = overrides(yaml.safe_load(config.read_text()), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    line = ["--model.init_args.model.init_args.mixer", "attention"]
+    args = ["--config", str(config), *extra, *line, "--trainer.enable_progress_bar", "false"]
+    main(["fit", *args, "--trainer.max_epochs", "1"])
+    run = tmp_path / "runs" / "mambaout_cifar10" / "version_0"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["model"]["init_args"]["mixer"] == "attention"
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    block = "model.stages.0.blocks.0.mixer."
+    assert not any(k.startswith(block + "fc1") for k in state)  # no gated CNN left
+    mixers = {k[len(block) :].split(".")[0] for k in state if k.startswith(block)}
+    assert mixers and mixers.isdisjoint({"fc1", "conv", "fc2"})
